@@ -1,0 +1,1 @@
+"""Shared machinery: configuration, storage, caching, errors. Never imports a bounded context."""

@@ -1,0 +1,136 @@
+"""Settings: environment variables `CONTEXTIQ_*`, optionally a TOML file; built once and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a ContextIQ process (server, worker, CLI or embedded client)."""
+
+    model_config = SettingsConfigDict(env_prefix="CONTEXTIQ_", extra="ignore")
+
+    env: Literal["dev", "test", "production"] = "dev"
+    data_dir: Path = Path(".contextiq")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default is a SQLite file in the data dir"
+    )
+    redis_url: str | None = None
+    auto_migrate: bool | None = Field(
+        None, description="Migrate on start; default true on SQLite, false on PostgreSQL"
+    )
+    db_pool_size: int = Field(10, ge=1, le=500)
+    db_max_overflow: int = Field(10, ge=0, le=500)
+    db_echo: bool = False
+
+    rate_limit_per_minute: int = Field(600, ge=1, description="Default for new API keys")
+    session_cache_ttl_seconds: int = Field(3600, ge=1)
+    auth_cache_ttl_seconds: int = Field(30, ge=0)
+
+    embeddings_provider: Literal["local", "openai", "sentence-transformers"] = "local"
+    embeddings_base_url: str | None = None
+    embeddings_api_key: SecretStr | None = None
+    embeddings_model: str | None = None
+    embeddings_threads: int = Field(1, ge=1, le=64)
+
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+
+    worker_enabled: bool = True
+    sweep_interval_seconds: float = Field(60.0, gt=0)
+    log_level: str = "info"
+
+    config_file: Path | None = Field(None, description="Optional TOML file with the same keys")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        import os
+
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("CONTEXTIQ_CONFIG_FILE")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for plain in ("postgresql://", "postgres://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+            if value.startswith(plain):
+                return "postgresql+asyncpg://" + value[len(plain) :]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
+        if not (value.startswith("postgresql+asyncpg://") or value.startswith("sqlite+aiosqlite://")):
+            raise ValueError(
+                "CONTEXTIQ_DATABASE_URL must be a postgresql:// or sqlite:/// URL, got "
+                + value.split("://", 1)[0]
+                + "://…"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.env == "production" and self.embeddings_provider == "openai" and not self.embeddings_base_url:
+            raise ValueError("CONTEXTIQ_EMBEDDINGS_BASE_URL is required when the provider is openai")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL in use: the configured one or the SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'contextiq.db').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is the embedded SQLite file."""
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        """Whether `serve` migrates the schema on start."""
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return self.is_sqlite
+
+    def masked(self) -> dict[str, Any]:
+        """Return the effective configuration with secrets and URL passwords masked."""
+        data = self.model_dump(mode="json")
+        data["database_url"] = mask_url(self.effective_database_url)
+        if self.redis_url:
+            data["redis_url"] = mask_url(self.redis_url)
+        for key in ("embeddings_api_key", "llm_api_key"):
+            if data.get(key):
+                data[key] = "****"
+        return data
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL (`postgresql://u:****@h/db`)."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:****@{host}"
+    return url

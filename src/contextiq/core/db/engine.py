@@ -1,0 +1,121 @@
+"""The engine and its transactions: `write()` for changes, `read()` for queries.
+
+SQLite allows one writer at a time. Writers use `BEGIN IMMEDIATE` (so a transaction never has to
+upgrade its lock half-way, which is where "database is locked" comes from) through a one-connection
+pool, so in-process writers queue for the pool instead of spinning on the file lock; readers use
+their own pool and, in WAL mode, never wait for the writer. PostgreSQL uses one pool for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class Database:
+    """A connection to the system of record, with the transactions every service uses."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        echo: bool = False,
+        null_pool: bool = False,
+    ) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        if self.dialect == "sqlite":
+            self._prepare_sqlite_path(url)
+            self.engine = self._sqlite_engine(url, echo=echo, write=False)
+            self._write_engine = self._sqlite_engine(url, echo=echo, write=True)
+        else:
+            kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+            if null_pool:
+                kwargs["poolclass"] = NullPool
+            else:
+                kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=60)
+            self.engine = create_async_engine(url, **kwargs)
+            self._write_engine = self.engine
+        self._reader = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False, autoflush=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether this is PostgreSQL (row locks, JSONB, pgvector) rather than SQLite."""
+        return self.dialect == "postgresql"
+
+    @staticmethod
+    def _prepare_sqlite_path(url: str) -> None:
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _sqlite_engine(url: str, *, echo: bool, write: bool) -> AsyncEngine:
+        pool: dict[str, Any] = (
+            {"pool_size": 1, "max_overflow": 0, "pool_timeout": 300}
+            if write
+            else {"pool_size": 8, "max_overflow": 8, "pool_timeout": 60}
+        )
+        engine = create_async_engine(url, echo=echo, **pool)
+        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take transaction control from the driver so that BEGIN is ours (SQLAlchemy's
+            # documented recipe for pysqlite/aiosqlite).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """Open a write transaction: committed when the block ends, rolled back if it raises."""
+        async with self._writer() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """Open a read-only unit of work."""
+        async with self._reader() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        """Run a trivial query; raises if the database is unreachable."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    def pool_status(self) -> dict[str, int]:
+        """Return the reader pool's size and checked-out connections (for /metrics)."""
+        pool: Any = self.engine.pool
+        try:
+            return {"size": int(pool.size()), "checked_out": int(pool.checkedout())}
+        except AttributeError:
+            return {"size": 0, "checked_out": 0}
+
+    async def aclose(self) -> None:
+        """Dispose of every pooled connection."""
+        await self.engine.dispose()
+        if self._write_engine is not self.engine:
+            await self._write_engine.dispose()

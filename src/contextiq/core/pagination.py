@@ -1,0 +1,29 @@
+"""Opaque cursors for keyset pagination."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from contextiq.core.errors import Invalid
+
+MAX_LIMIT = 1000
+
+
+def encode_cursor(*values: Any) -> str:
+    """Encode the sort key of the last item on a page as an opaque cursor."""
+    raw = json.dumps(list(values), separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    """Decode a cursor made by `encode_cursor`; raise Invalid naming `cursor` if it is not one."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, TypeError) as exc:
+        raise Invalid("query.cursor", "not a cursor returned by this API") from exc
+    if not isinstance(values, list) or len(values) != arity:
+        raise Invalid("query.cursor", "not a cursor returned by this API")
+    return values

@@ -1,0 +1,1 @@
+"""Alembic revisions for every ContextIQ table; they run on SQLite and PostgreSQL alike."""

@@ -1,0 +1,15 @@
+"""Import every context's tables so that the shared metadata is complete."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+
+def target_metadata() -> MetaData:
+    """Return the metadata of every table ContextIQ defines."""
+    import contextiq.core.idempotency
+    import contextiq.platform.tables
+    import contextiq.sessions.tables  # noqa: F401
+    from contextiq.core.db.base import Base
+
+    return Base.metadata

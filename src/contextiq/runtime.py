@@ -1,0 +1,114 @@
+"""The runtime: one object that owns the connections and services of a process.
+
+The server, the worker, the CLI and the embedded client each build one from `Settings` and close it
+when done; nothing connects at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from contextiq.core.cache import make_cache
+from contextiq.core.clock import utcnow
+from contextiq.core.config import Settings
+from contextiq.core.db import migrate
+from contextiq.core.db.engine import Database
+from contextiq.core.db.partitions import PARTITIONED_TABLES, ensure_monthly_partitions
+from contextiq.core.errors import Unavailable
+from contextiq.core.ratelimit import RateLimiter
+from contextiq.platform.service import PlatformService
+from contextiq.sessions.service import SessionService
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Connections (database, cache) and the services built on them."""
+
+    def __init__(self, settings: Settings, *, null_pool: bool = False) -> None:
+        self.settings = settings
+        self.db = Database(
+            settings.effective_database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            echo=settings.db_echo,
+            null_pool=null_pool,
+        )
+        self.cache = make_cache(settings.redis_url)
+        self.rate_limiter = RateLimiter(self.cache)
+        self.platform = PlatformService(
+            db=self.db,
+            cache=self.cache,
+            default_rate_limit=settings.rate_limit_per_minute,
+            auth_ttl=settings.auth_cache_ttl_seconds,
+        )
+        self.sessions = SessionService(db=self.db, cache=self.cache, cache_ttl=settings.session_cache_ttl_seconds)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def prepare_schema(self) -> None:
+        """Migrate the schema when allowed, else refuse to run on an out-of-date one."""
+        url = self.settings.effective_database_url
+        if self.settings.should_auto_migrate:
+            await anyio.to_thread.run_sync(migrate.upgrade, url)
+            return
+        current = await migrate.current_revision(url)
+        head = migrate.head_revision()
+        if current != head:
+            raise Unavailable(
+                f"the database schema is at revision {current or 'none'}, the code needs {head}: "
+                "run `contextiq db upgrade` or set CONTEXTIQ_AUTO_MIGRATE=true"
+            )
+
+    async def check_ready(self) -> dict[str, str]:
+        """Check the database and the cache; return a status per dependency."""
+        status: dict[str, str] = {}
+        try:
+            await self.db.ping()
+            status["database"] = "ok"
+        except Exception as exc:  # readiness reports any failure rather than raising
+            status["database"] = f"error: {type(exc).__name__}"
+        try:
+            await self.cache.ping()
+            status["cache"] = "ok"
+        except Exception as exc:
+            status["cache"] = f"error: {type(exc).__name__}"
+        return status
+
+    async def run_maintenance(self) -> dict[str, int]:
+        """Run the periodic jobs once: expire sessions, create partitions ahead."""
+        done = {"sessions_expired": await self.sessions.expire_sessions(), "partitions_created": 0}
+        if self.db.is_postgres:
+            async with self.db.engine.begin() as conn:
+                for table in PARTITIONED_TABLES:
+                    done["partitions_created"] += len(
+                        await ensure_monthly_partitions(conn, table=table, today=utcnow())
+                    )
+        return done
+
+    def start_background(self) -> None:
+        """Start the periodic maintenance loop inside the running event loop."""
+        self._tasks.append(asyncio.create_task(self._every(self.settings.sweep_interval_seconds, self.run_maintenance)))
+
+    @staticmethod
+    async def _every(seconds: float, job: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            try:
+                await job()
+            except Exception:  # a failed sweep is logged and retried on the next tick
+                log.exception("maintenance job failed")
+            await asyncio.sleep(seconds)
+
+    async def aclose(self) -> None:
+        """Stop background work and close connections."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.cache.aclose()
+        await self.db.aclose()

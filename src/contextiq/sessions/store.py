@@ -1,0 +1,192 @@
+"""Queries over sessions, events and shared state. Takes an AsyncSession; returns rows or None."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contextiq.core.db.helpers import insert_ignore
+from contextiq.sessions.models import EventFilter, SessionFilter
+from contextiq.sessions.tables import AppStateRow, EventRow, SessionRow, UserStateRow
+
+NO_AGENT = ""  # app:/user: state of sessions that name no agent
+
+
+class SessionStore:
+    """Reads and writes session rows, events and app/user state inside the caller's transaction."""
+
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def flush(self) -> None:
+        """Send pending changes so that constraint errors surface inside the transaction."""
+        await self._db.flush()
+
+    async def add(self, row: SessionRow) -> SessionRow:
+        self._db.add(row)
+        await self._db.flush()
+        return row
+
+    async def get(self, *, tenant_id: UUID, session_id: UUID, lock: bool = False) -> SessionRow | None:
+        stmt = select(SessionRow).where(SessionRow.tenant_id == tenant_id, SessionRow.id == session_id)
+        if lock:
+            # Serializes appends to one session on PostgreSQL; SQLite has one writer anyway.
+            stmt = stmt.with_for_update()
+        return await self._db.scalar(stmt)
+
+    async def list(
+        self, *, tenant_id: UUID, filters: SessionFilter, after: tuple[datetime, UUID] | None, limit: int
+    ) -> Sequence[SessionRow]:
+        stmt = select(SessionRow).where(SessionRow.tenant_id == tenant_id)
+        if filters.user_id is not None:
+            stmt = stmt.where(SessionRow.user_id == filters.user_id)
+        if filters.agent_id is not None:
+            stmt = stmt.where(SessionRow.agent_id == filters.agent_id)
+        if filters.is_active is not None:
+            stmt = stmt.where(SessionRow.is_active == filters.is_active)
+        if filters.parent_session_id is not None:
+            stmt = stmt.where(SessionRow.parent_session_id == filters.parent_session_id)
+        if filters.created_after is not None:
+            stmt = stmt.where(SessionRow.created_at >= filters.created_after)
+        if filters.created_before is not None:
+            stmt = stmt.where(SessionRow.created_at < filters.created_before)
+        if after is not None:
+            created, ident = after
+            stmt = stmt.where(
+                or_(SessionRow.created_at < created, and_(SessionRow.created_at == created, SessionRow.id < ident))
+            )
+        stmt = stmt.order_by(SessionRow.created_at.desc(), SessionRow.id.desc()).limit(limit)
+        return (await self._db.scalars(stmt)).all()
+
+    async def descendant_ids(self, *, tenant_id: UUID, session_id: UUID) -> list[UUID]:
+        """Return the ids of a session's children, grandchildren and so on."""
+        tree = (
+            select(SessionRow.id)
+            .where(SessionRow.tenant_id == tenant_id, SessionRow.parent_session_id == session_id)
+            .cte("tree", recursive=True)
+        )
+        tree = tree.union_all(select(SessionRow.id).where(SessionRow.parent_session_id == tree.c.id))
+        return list((await self._db.scalars(select(tree.c.id))).all())
+
+    async def delete(self, *, tenant_id: UUID, session_id: UUID) -> bool:
+        result: Any = await self._db.execute(
+            delete(SessionRow).where(SessionRow.tenant_id == tenant_id, SessionRow.id == session_id)
+        )
+        return bool(result.rowcount)
+
+    async def deactivate_expired(self, *, now: datetime, limit: int = 1000) -> list[tuple[UUID, UUID]]:
+        """Mark sessions past `expires_at` inactive; return their (tenant_id, id)."""
+        ids = (
+            select(SessionRow.id)
+            .where(SessionRow.is_active.is_(True), SessionRow.expires_at <= now)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        result = await self._db.execute(
+            update(SessionRow)
+            .where(SessionRow.id.in_(ids))
+            .values(is_active=False, version=SessionRow.version + 1, updated_at=now)
+            .returning(SessionRow.tenant_id, SessionRow.id)
+        )
+        return [(row[0], row[1]) for row in result.all()]
+
+    async def locked_app_state(self, *, tenant_id: UUID, agent_id: str) -> AppStateRow:
+        """Return the app state row, created if missing, locked for this transaction."""
+        await self._db.execute(
+            insert_ignore(
+                self._db,
+                AppStateRow.__table__,  # type: ignore[arg-type]
+                {"tenant_id": tenant_id, "agent_id": agent_id, "state": {}, "version": 0},
+                keys=("tenant_id", "agent_id"),
+            )
+        )
+        stmt = (
+            select(AppStateRow)
+            .where(AppStateRow.tenant_id == tenant_id, AppStateRow.agent_id == agent_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        row = await self._db.scalar(stmt)
+        assert row is not None
+        return row
+
+    async def locked_user_state(self, *, tenant_id: UUID, agent_id: str, user_id: str) -> UserStateRow:
+        """Return the user state row, created if missing, locked for this transaction."""
+        await self._db.execute(
+            insert_ignore(
+                self._db,
+                UserStateRow.__table__,  # type: ignore[arg-type]
+                {"tenant_id": tenant_id, "agent_id": agent_id, "user_id": user_id, "state": {}, "version": 0},
+                keys=("tenant_id", "agent_id", "user_id"),
+            )
+        )
+        stmt = (
+            select(UserStateRow)
+            .where(
+                UserStateRow.tenant_id == tenant_id,
+                UserStateRow.agent_id == agent_id,
+                UserStateRow.user_id == user_id,
+            )
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        row = await self._db.scalar(stmt)
+        assert row is not None
+        return row
+
+    async def app_state(self, *, tenant_id: UUID, agent_id: str) -> AppStateRow | None:
+        stmt = select(AppStateRow).where(AppStateRow.tenant_id == tenant_id, AppStateRow.agent_id == agent_id)
+        return await self._db.scalar(stmt)
+
+    async def user_state(self, *, tenant_id: UUID, agent_id: str, user_id: str) -> UserStateRow | None:
+        stmt = select(UserStateRow).where(
+            UserStateRow.tenant_id == tenant_id,
+            UserStateRow.agent_id == agent_id,
+            UserStateRow.user_id == user_id,
+        )
+        return await self._db.scalar(stmt)
+
+    async def add_event(self, row: EventRow) -> EventRow:
+        self._db.add(row)
+        await self._db.flush()
+        return row
+
+    async def list_events(
+        self, *, tenant_id: UUID, session_id: UUID, filters: EventFilter, after_sequence: int | None, limit: int
+    ) -> Sequence[EventRow]:
+        stmt = select(EventRow).where(EventRow.tenant_id == tenant_id, EventRow.session_id == session_id)
+        if filters.after is not None:
+            stmt = stmt.where(EventRow.timestamp >= filters.after)
+        if filters.before is not None:
+            stmt = stmt.where(EventRow.timestamp < filters.before)
+        if filters.author is not None:
+            stmt = stmt.where(EventRow.author == filters.author)
+        if filters.invocation_id is not None:
+            stmt = stmt.where(EventRow.invocation_id == filters.invocation_id)
+        if after_sequence is not None:
+            stmt = stmt.where(
+                EventRow.sequence > after_sequence if filters.ascending else EventRow.sequence < after_sequence
+            )
+        order = EventRow.sequence.asc() if filters.ascending else EventRow.sequence.desc()
+        return (await self._db.scalars(stmt.order_by(order).limit(limit))).all()
+
+    async def recent_events(self, *, tenant_id: UUID, session_id: UUID, limit: int) -> list[EventRow]:
+        """Return the newest `limit` events in ascending sequence order."""
+        stmt = (
+            select(EventRow)
+            .where(EventRow.tenant_id == tenant_id, EventRow.session_id == session_id)
+            .order_by(EventRow.sequence.desc())
+            .limit(limit)
+        )
+        rows = list((await self._db.scalars(stmt)).all())
+        rows.reverse()
+        return rows
+
+    async def count(self, *, tenant_id: UUID) -> int:
+        stmt = select(func.count()).select_from(SessionRow).where(SessionRow.tenant_id == tenant_id)
+        return int(await self._db.scalar(stmt) or 0)
