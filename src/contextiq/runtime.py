@@ -20,6 +20,7 @@ from contextiq.core.db import migrate
 from contextiq.core.db.engine import Database
 from contextiq.core.db.partitions import PARTITIONED_TABLES, ensure_monthly_partitions
 from contextiq.core.errors import Unavailable
+from contextiq.core.llm.embeddings import EmbeddingProvider, make_embedding_provider
 from contextiq.core.ratelimit import RateLimiter
 from contextiq.platform.service import PlatformService
 from contextiq.sessions.service import SessionService
@@ -48,7 +49,22 @@ class Runtime:
             auth_ttl=settings.auth_cache_ttl_seconds,
         )
         self.sessions = SessionService(db=self.db, cache=self.cache, cache_ttl=settings.session_cache_ttl_seconds)
+        self._embeddings: EmbeddingProvider | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def embeddings(self) -> EmbeddingProvider:
+        """The embedding provider, built on first use (loading a model is not free)."""
+        if self._embeddings is None:
+            s = self.settings
+            self._embeddings = make_embedding_provider(
+                provider=s.embeddings_provider,
+                base_url=s.embeddings_base_url,
+                api_key=s.embeddings_api_key.get_secret_value() if s.embeddings_api_key else None,
+                model=s.embeddings_model,
+                threads=s.embeddings_threads,
+            )
+        return self._embeddings
 
     async def prepare_schema(self) -> None:
         """Migrate the schema when allowed, else refuse to run on an out-of-date one."""
@@ -110,5 +126,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._embeddings is not None:
+            await self._embeddings.aclose()
         await self.cache.aclose()
         await self.db.aclose()

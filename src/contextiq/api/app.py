@@ -63,3 +63,8 @@ def create_app(
     app.include_router(sessions_router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """Build the app from the environment (uvicorn `--factory`, several worker processes)."""
+    return create_app(Settings())

@@ -1,0 +1,1 @@
+"""The `contextiq` command line: serve, worker, db, orgs, keys, sessions, memories."""
