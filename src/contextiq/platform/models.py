@@ -70,7 +70,7 @@ class ApiKey(ResponseModel):
 
 class ApiKeyCreate(ApiModel):
     name: str = Field("default", min_length=1, max_length=255)
-    scopes: list[Scope] = Field(default_factory=lambda: ["admin"], min_length=1)
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["admin"]), min_length=1)
     rate_limit: int | None = Field(None, ge=1, le=1_000_000, description="Requests per minute")
     expires_at: datetime | None = None
 

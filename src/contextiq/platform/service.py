@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
+import anyio
+
 from contextiq.core.cache.base import Cache
 from contextiq.core.clock import as_utc, utcnow
 from contextiq.core.db.engine import Database
@@ -81,6 +83,15 @@ def _key_model(row: ApiKeyRow) -> ApiKey:
         revoked_at=row.revoked_at,
         created_at=row.created_at,
     )
+
+
+def _write_secret(path: Path, content: str) -> None:
+    """Write a file readable by its owner only (created with mode 0600, never wider)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    os.chmod(path, 0o600)
 
 
 class PlatformService:
@@ -239,10 +250,6 @@ class PlatformService:
                 return None
         org, _ = await self.ensure_org("default")
         created = await self.create_key(org_id=org.id, data=ApiKeyCreate(name="admin (first start)"))
-        data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / "admin.key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(created.key + "\n")
-        os.chmod(path, 0o600)
+        await anyio.to_thread.run_sync(_write_secret, path, created.key + "\n")
         return path

@@ -93,7 +93,7 @@ def _event_model(row: EventRow, *, temp: Mapping[str, Any] | None = None) -> Eve
         id=row.id,
         session_id=row.session_id,
         sequence=row.sequence,
-        author=row.author,  # type: ignore[arg-type]
+        author=row.author,
         invocation_id=row.invocation_id,
         timestamp=row.timestamp,
         content=row.content,
@@ -197,7 +197,7 @@ class SessionService:
                 raise Invalid("query.cursor", "not a cursor returned by this API") from exc
         async with self._db.read() as db:
             store = SessionStore(db)
-            rows = await store.list(tenant_id=tenant_id, filters=filters, after=after, limit=limit + 1)
+            rows = await store.list_sessions(tenant_id=tenant_id, filters=filters, after=after, limit=limit + 1)
             items = []
             for row in rows[:limit]:
                 agent = row.agent_id or NO_AGENT

@@ -39,7 +39,7 @@ class SessionStore:
             stmt = stmt.with_for_update()
         return await self._db.scalar(stmt)
 
-    async def list(
+    async def list_sessions(
         self, *, tenant_id: UUID, filters: SessionFilter, after: tuple[datetime, UUID] | None, limit: int
     ) -> Sequence[SessionRow]:
         stmt = select(SessionRow).where(SessionRow.tenant_id == tenant_id)
