@@ -17,7 +17,6 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from contextiq.api import create_app
 from contextiq.core.config import Settings

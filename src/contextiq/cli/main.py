@@ -13,7 +13,7 @@ import typer
 from contextiq.cli.common import console, emit, err_console, resolve_org, run_with_runtime
 from contextiq.core.config import Settings
 from contextiq.core.db import migrate
-from contextiq.platform.models import ApiKeyCreate, OrganizationCreate, Scope
+from contextiq.platform.models import ApiKeyCreate, OrganizationCreate
 from contextiq.runtime import Runtime
 from contextiq.sessions.models import SessionFilter
 

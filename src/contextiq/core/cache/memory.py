@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+
 from typing_extensions import override
 
 from contextiq.core.cache.base import Cache
