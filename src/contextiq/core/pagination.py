@@ -27,3 +27,9 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     if not isinstance(values, list) or len(values) != arity:
         raise Invalid("query.cursor", "not a cursor returned by this API")
     return values
+
+
+def check_limit(limit: int) -> None:
+    """Raise Invalid naming `limit` unless it is a page size from 1 to MAX_LIMIT."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Invalid("query.limit", f"must be between 1 and {MAX_LIMIT}")

@@ -22,7 +22,7 @@ from contextiq.core.clock import as_utc, utcnow
 from contextiq.core.db.engine import Database
 from contextiq.core.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from contextiq.core.idempotency import run_idempotent
-from contextiq.core.pagination import decode_cursor, encode_cursor
+from contextiq.core.pagination import check_limit, decode_cursor, encode_cursor
 from contextiq.core.types import JSON
 from contextiq.sessions.models import (
     Event,
@@ -188,6 +188,7 @@ class SessionService:
         self, *, tenant_id: UUID, filters: SessionFilter, cursor: str | None = None, limit: int = 50
     ) -> SessionPage:
         """Return one page of sessions, newest first."""
+        check_limit(limit)
         after = None
         if cursor:
             created, ident = decode_cursor(cursor, 2)
@@ -198,14 +199,16 @@ class SessionService:
         async with self._db.read() as db:
             store = SessionStore(db)
             rows = await store.list_sessions(tenant_id=tenant_id, filters=filters, after=after, limit=limit + 1)
-            items = []
-            for row in rows[:limit]:
-                agent = row.agent_id or NO_AGENT
-                app_row = await store.app_state(tenant_id=tenant_id, agent_id=agent)
-                user_row = await store.user_state(tenant_id=tenant_id, agent_id=agent, user_id=row.user_id)
-                items.append(
-                    self._model(row, app_row.state if app_row else {}, user_row.state if user_row else {})
+            page = rows[:limit]
+            apps, users = await store.shared_states(
+                tenant_id=tenant_id, pairs={(r.agent_id or NO_AGENT, r.user_id) for r in page}
+            )
+            items = [
+                self._model(
+                    row, apps.get(row.agent_id or NO_AGENT, {}), users.get((row.agent_id or NO_AGENT, row.user_id), {})
                 )
+                for row in page
+            ]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -222,6 +225,7 @@ class SessionService:
         limit: int = 100,
     ) -> EventPage:
         """Return one page of a session's events in sequence order."""
+        check_limit(limit)
         after = None
         if cursor:
             (value,) = decode_cursor(cursor, 1)

@@ -11,6 +11,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contextiq.core.db.helpers import insert_ignore
+from contextiq.core.types import JSON
 from contextiq.sessions.models import EventFilter, SessionFilter
 from contextiq.sessions.tables import AppStateRow, EventRow, SessionRow, UserStateRow
 
@@ -138,6 +139,29 @@ class SessionStore:
         row = await self._db.scalar(stmt)
         assert row is not None
         return row
+
+    async def shared_states(
+        self, *, tenant_id: UUID, pairs: set[tuple[str, str]]
+    ) -> tuple[dict[str, JSON], dict[tuple[str, str], JSON]]:
+        """Return the app states by agent and user states by (agent, user) for many sessions in two queries."""
+        if not pairs:
+            return {}, {}
+        agents = {agent for agent, _user in pairs}
+        users = {user for _agent, user in pairs}
+        app_rows = await self._db.scalars(
+            select(AppStateRow).where(AppStateRow.tenant_id == tenant_id, AppStateRow.agent_id.in_(agents))
+        )
+        user_rows = await self._db.scalars(
+            select(UserStateRow).where(
+                UserStateRow.tenant_id == tenant_id,
+                UserStateRow.agent_id.in_(agents),
+                UserStateRow.user_id.in_(users),
+            )
+        )
+        return (
+            {r.agent_id: r.state for r in app_rows},
+            {(r.agent_id, r.user_id): r.state for r in user_rows},
+        )
 
     async def app_state(self, *, tenant_id: UUID, agent_id: str) -> AppStateRow | None:
         stmt = select(AppStateRow).where(AppStateRow.tenant_id == tenant_id, AppStateRow.agent_id == agent_id)
