@@ -20,8 +20,12 @@ from contextiq.core.db import migrate
 from contextiq.core.db.engine import Database
 from contextiq.core.db.partitions import PARTITIONED_TABLES, ensure_monthly_partitions
 from contextiq.core.errors import Unavailable
+from contextiq.core.jobs import JobHandler, JobQueue, Worker
 from contextiq.core.llm.embeddings import EmbeddingProvider, make_embedding_provider
 from contextiq.core.ratelimit import RateLimiter
+from contextiq.memories.generation.models import GENERATE_KIND
+from contextiq.memories.generation.service import GenerationService
+from contextiq.memories.service import MemoryService
 from contextiq.platform.service import PlatformService
 from contextiq.sessions.service import SessionService
 
@@ -31,7 +35,9 @@ log = logging.getLogger(__name__)
 class Runtime:
     """Connections (database, cache) and the services built on them."""
 
-    def __init__(self, settings: Settings, *, null_pool: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, null_pool: bool = False, embeddings: EmbeddingProvider | None = None
+    ) -> None:
         self.settings = settings
         self.db = Database(
             settings.effective_database_url,
@@ -49,7 +55,26 @@ class Runtime:
             auth_ttl=settings.auth_cache_ttl_seconds,
         )
         self.sessions = SessionService(db=self.db, cache=self.cache, cache_ttl=settings.session_cache_ttl_seconds)
-        self._embeddings: EmbeddingProvider | None = None
+        # A provider passed in is the caller's (shared by tests, say): not closed by `aclose`.
+        self._embeddings: EmbeddingProvider | None = embeddings
+        self._owns_embeddings = embeddings is None
+        self.memories = MemoryService(
+            db=self.db,
+            cache=self.cache,
+            embeddings=lambda: self.embeddings,
+            session_exists=lambda tenant_id, session_id: self.sessions.get_session(
+                tenant_id=tenant_id, session_id=session_id
+            ),
+        )
+        self.jobs = JobQueue(self.db)
+        self.generation = GenerationService(
+            db=self.db,
+            queue=self.jobs,
+            sessions=self.sessions,
+            memories=self.memories,
+            embeddings=lambda: self.embeddings,
+            settings=settings,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -96,8 +121,12 @@ class Runtime:
         return status
 
     async def run_maintenance(self) -> dict[str, int]:
-        """Run the periodic jobs once: expire sessions, create partitions ahead."""
-        done = {"sessions_expired": await self.sessions.expire_sessions(), "partitions_created": 0}
+        """Run the periodic jobs once: expire sessions and memories, create partitions ahead."""
+        done = {
+            "sessions_expired": await self.sessions.expire_sessions(),
+            "memories_expired": await self.memories.expire_memories(),
+            "partitions_created": 0,
+        }
         if self.db.is_postgres:
             async with self.db.engine.begin() as conn:
                 for table in PARTITIONED_TABLES:
@@ -106,9 +135,26 @@ class Runtime:
                     )
         return done
 
+    def job_handlers(self) -> dict[str, JobHandler]:
+        """Return the handler of every job kind, by kind."""
+        return {GENERATE_KIND: self.generation.handler}
+
+    def build_worker(self) -> Worker:
+        """Return a job worker configured by the settings (`serve` runs one, `contextiq worker` more)."""
+        s = self.settings
+        return Worker(
+            queue=self.jobs,
+            handlers=self.job_handlers(),
+            concurrency=s.worker_concurrency,
+            lease_seconds=s.worker_lease_seconds,
+            poll_interval=s.worker_poll_interval_seconds,
+            pause_after=s.test_pause_after,
+        )
+
     def start_background(self) -> None:
-        """Start the periodic maintenance loop inside the running event loop."""
+        """Start the periodic maintenance loop and an in-process job worker inside the running event loop."""
         self._tasks.append(asyncio.create_task(self._every(self.settings.sweep_interval_seconds, self.run_maintenance)))
+        self._tasks.append(asyncio.create_task(self.build_worker().run()))
 
     @staticmethod
     async def _every(seconds: float, job: Callable[[], Awaitable[object]]) -> None:
@@ -126,7 +172,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._embeddings is not None:
+        if self._embeddings is not None and self._owns_embeddings:
             await self._embeddings.aclose()
         await self.cache.aclose()
         await self.db.aclose()

@@ -8,13 +8,13 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from tests.conftest import Tenant, make_settings, new_tenant
 
 from contextiq.api import create_app
 from contextiq.core.config import Settings
 from contextiq.core.errors import Forbidden, Invalid, NotFound, Unauthorized
 from contextiq.runtime import Runtime
 from contextiq.sdk import ApiError, AsyncClient, AsyncEmbeddedClient
+from tests.conftest import Tenant, make_settings, new_tenant
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from uuid import uuid4
 import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from tests.conftest import Tenant, new_tenant
 
 from contextiq.api import create_app
 from contextiq.core.errors import (
@@ -29,6 +28,7 @@ from contextiq.runtime import Runtime
 from contextiq.sdk import ApiConnectionError, ApiError, AsyncClient
 from contextiq.sdk.backends import http as http_backend
 from contextiq.sessions.models import EventActions
+from tests.conftest import Tenant, new_tenant
 
 BASE = "http://contextiq.test"
 

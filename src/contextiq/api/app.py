@@ -13,6 +13,8 @@ from contextiq.api.errors import install_error_handlers
 from contextiq.api.health import router as health_router
 from contextiq.api.metrics import Metrics, MetricsMiddleware
 from contextiq.core.config import Settings
+from contextiq.memories.generation.routes import router as generation_router
+from contextiq.memories.routes import router as memories_router
 from contextiq.platform.routes import router as platform_router
 from contextiq.runtime import Runtime
 from contextiq.sessions.routes import router as sessions_router
@@ -61,6 +63,8 @@ def create_app(
     app.include_router(health_router)
     app.include_router(platform_router)
     app.include_router(sessions_router)
+    app.include_router(memories_router)
+    app.include_router(generation_router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
 

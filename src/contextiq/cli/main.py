@@ -13,6 +13,7 @@ import typer
 from contextiq.cli.common import console, emit, err_console, resolve_org, run_with_runtime
 from contextiq.core.config import Settings
 from contextiq.core.db import migrate
+from contextiq.memories.cli import app as memories_app
 from contextiq.platform.models import ApiKeyCreate, OrganizationCreate
 from contextiq.runtime import Runtime
 from contextiq.sessions.models import SessionFilter
@@ -28,6 +29,7 @@ app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(config_app, name="config")
+app.add_typer(memories_app, name="memories")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -53,6 +55,14 @@ def serve(
                     log_level=settings.log_level)
     else:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+
+
+@app.command()
+def worker() -> None:
+    """Run a job worker (memory generation) until SIGTERM or SIGINT; start as many as you need."""
+    from contextiq.core.jobs.runner import run_worker
+
+    run_worker(Settings())
 
 
 # -- config ---------------------------------------------------------------------------------------

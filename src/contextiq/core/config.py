@@ -47,6 +47,18 @@ class Settings(BaseSettings):
     llm_model: str | None = None
 
     worker_enabled: bool = True
+    worker_concurrency: int = Field(2, ge=1, le=64, description="Jobs one worker runs at once")
+    worker_lease_seconds: float = Field(
+        30.0, ge=1.0, le=3600.0, description="A job whose worker stops heartbeating is retried after this"
+    )
+    worker_poll_interval_seconds: float = Field(1.0, gt=0, le=60.0)
+    worker_max_attempts: int = Field(3, ge=1, le=20, description="Attempts per job before it fails")
+    generation_wait_seconds: float = Field(
+        120.0, gt=0, le=3600.0, description="How long wait_for_completion waits before answering 202"
+    )
+    test_pause_after: str | None = Field(
+        None, description="Test hook: block jobs after the named step (crash tests); refused in production"
+    )
     sweep_interval_seconds: float = Field(60.0, gt=0)
     log_level: str = "info"
 
@@ -91,6 +103,8 @@ class Settings(BaseSettings):
     def _refuse_unsafe(self) -> Settings:
         if self.env == "production" and self.embeddings_provider == "openai" and not self.embeddings_base_url:
             raise ValueError("CONTEXTIQ_EMBEDDINGS_BASE_URL is required when the provider is openai")
+        if self.env == "production" and self.test_pause_after:
+            raise ValueError("CONTEXTIQ_TEST_PAUSE_AFTER is a test hook and is refused when CONTEXTIQ_ENV=production")
         return self
 
     @property

@@ -8,6 +8,9 @@ from sqlalchemy import MetaData
 def target_metadata() -> MetaData:
     """Return the metadata of every table ContextIQ defines."""
     import contextiq.core.idempotency
+    import contextiq.core.jobs.tables
+    import contextiq.memories.generation.tables
+    import contextiq.memories.tables
     import contextiq.platform.tables
     import contextiq.sessions.tables  # noqa: F401
     from contextiq.core.db.base import Base

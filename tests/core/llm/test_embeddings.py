@@ -219,9 +219,7 @@ class CountingProvider(EmbeddingProvider):
 
     async def embed(self, texts: Sequence[str]) -> VectorBatch:
         self.calls.append(list(texts))
-        rows = [
-            [len(t) + 1.0, t.count("a") + 1.0, t.count(" ") + 1.0, float(sum(map(ord, t)) % 7)] for t in texts
-        ]
+        rows = [[len(t) + 1.0, t.count("a") + 1.0, t.count(" ") + 1.0, float(sum(map(ord, t)) % 7)] for t in texts]
         return l2_normalize(np.array(rows, dtype=np.float32).reshape(len(texts), 4))
 
     async def aclose(self) -> None:
@@ -379,9 +377,7 @@ def expected(texts: Sequence[str]) -> VectorBatch:
 
 
 async def test_openai_embeds_and_normalises(server: FakeOpenAI) -> None:
-    async with OpenAIEmbeddingProvider(
-        server.base_url + "/", "sk-test", "fake-embed", dimension=8
-    ) as provider:
+    async with OpenAIEmbeddingProvider(server.base_url + "/", "sk-test", "fake-embed", dimension=8) as provider:
         vectors = await provider.embed(["alpha", "beta", "gamma"])
     assert vectors.shape == (3, FAKE_DIMENSION) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)

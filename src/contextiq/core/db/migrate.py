@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -30,10 +31,17 @@ def alembic_config(url: str, *, output: io.StringIO | None = None) -> Config:
     return cfg
 
 
+# Alembic's `context` and `op` are module-global proxies: two migrations running at once in one
+# process (threads) would each drive the other's connection and deadlock. Processes are kept apart
+# by the advisory lock; threads of one process by this lock.
+_PROCESS_LOCK = threading.Lock()
+
+
 def _run(url: str, action: Callable[[Config], None]) -> str:
     out = io.StringIO()
     cfg = alembic_config(url, output=out)
-    action(cfg)
+    with _PROCESS_LOCK:
+        action(cfg)
     return out.getvalue()
 
 
@@ -90,10 +98,16 @@ async def schema_diff(url: str) -> list[Any]:
 
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    """Leave out what Alembic cannot compare: partitions, Alembic's own table."""
+    """Leave out what Alembic cannot compare: partitions, Alembic's own table, search structures."""
+    if reflected and compare_to is None and name is not None and _is_search_structure(name):
+        return False  # made by migrations for core/search: FTS5 tables (and shadows), tsvector/trgm indexes
     if type_ == "table" and name is not None:
         if name == "alembic_version":
             return False
         if reflected and compare_to is None and ("_20" in name or name.endswith("_default")):
             return False  # monthly and default partitions of a partitioned table
     return True
+
+
+def _is_search_structure(name: str) -> bool:
+    return name.endswith(("_fts", "_trgm")) or "_fts_" in name

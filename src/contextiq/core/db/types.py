@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pgvector.sqlalchemy  # noqa: F401  (registers `vector` for reflection: schema_diff, autogenerate)
 from sqlalchemy import JSON, DateTime, LargeBinary, Text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import Dialect

@@ -12,9 +12,7 @@ PROVIDERS = ("local", "openai", "sentence-transformers")
 #: The model asked of an OpenAI-compatible endpoint when none is named.
 DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
 # Names under which the bundled model may be asked for.
-_LOCAL_ALIASES = frozenset(
-    {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2-onnx-int8"}
-)
+_LOCAL_ALIASES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2-onnx-int8"})
 
 
 def make_embedding_provider(

@@ -154,9 +154,7 @@ class OpenAIEmbeddingProvider(EmbeddingProvider):
         for attempt in range(1, self.max_tries + 1):
             last = attempt == self.max_tries
             try:
-                response = await self._http().post(
-                    self.url, json=body, headers=self._headers, timeout=self.timeout
-                )
+                response = await self._http().post(self.url, json=body, headers=self._headers, timeout=self.timeout)
             except httpx.TransportError as exc:
                 if last:
                     raise EmbeddingError(
@@ -166,9 +164,7 @@ class OpenAIEmbeddingProvider(EmbeddingProvider):
                 await anyio.sleep(self._delay(attempt, None))
                 continue
             except (httpx.HTTPError, httpx.InvalidURL) as exc:  # not transient: redirects, decoding, URL
-                raise EmbeddingError(
-                    f"embeddings request to {self.url} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise EmbeddingError(f"embeddings request to {self.url} failed: {type(exc).__name__}: {exc}") from exc
             if response.status_code == 200:
                 return self._parse(response, len(batch))
             if response.status_code in _RETRY_STATUSES and not last:
@@ -195,15 +191,12 @@ class OpenAIEmbeddingProvider(EmbeddingProvider):
         try:
             payload: Any = response.json()
         except ValueError as exc:
-            raise EmbeddingError(
-                f"embeddings response from {self.url} is not JSON: {_excerpt(response)}"
-            ) from exc
+            raise EmbeddingError(f"embeddings response from {self.url} is not JSON: {_excerpt(response)}") from exc
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list) or len(data) != expected:
             got = len(data) if isinstance(data, list) else "no 'data' list"
             raise EmbeddingError(
-                f"embeddings response from {self.url} has {got} rows for {expected} inputs: "
-                f"{_excerpt(response)}"
+                f"embeddings response from {self.url} has {got} rows for {expected} inputs: {_excerpt(response)}"
             )
         rows: list[Any] = [None] * expected
         for position, item in enumerate(data):
@@ -221,9 +214,7 @@ class OpenAIEmbeddingProvider(EmbeddingProvider):
         try:
             matrix = np.array(rows, dtype=np.float32)
         except (TypeError, ValueError) as exc:
-            raise EmbeddingError(
-                f"embeddings response from {self.url} holds non-numeric or ragged vectors"
-            ) from exc
+            raise EmbeddingError(f"embeddings response from {self.url} holds non-numeric or ragged vectors") from exc
         if matrix.ndim != 2 or matrix.shape[1] == 0:
             raise EmbeddingError(f"embeddings response from {self.url} holds vectors of shape {matrix.shape}")
         if not np.isfinite(matrix).all():

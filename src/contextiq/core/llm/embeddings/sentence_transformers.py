@@ -62,9 +62,7 @@ class SentenceTransformersProvider(EmbeddingProvider):
             names the ``contextiq[sentence-transformers]`` extra).
     """
 
-    def __init__(
-        self, model: str = DEFAULT_MODEL, *, device: str | None = None, batch_size: int = 64
-    ) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, *, device: str | None = None, batch_size: int = 64) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if importlib.util.find_spec("sentence_transformers") is None:

@@ -1,0 +1,308 @@
+"""Queries over memory banks, memories and revisions. Takes an AsyncSession; returns rows or None.
+
+Dialect differences (vector ranking, full text) are in `core/search`; this module only composes
+conditions. A memory is *live* at `now` when it is not deleted and not expired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contextiq.core.db.helpers import insert_ignore
+from contextiq.core.search.base import Hit, SqlVectorIndex, VectorFilter
+from contextiq.core.search.keyword import TextCollection, keyword_search
+from contextiq.core.types import JSON
+from contextiq.memories.tables import FTS_TABLE, MemoryBankRow, MemoryRevisionRow, MemoryRow
+
+MEMORY_TEXT = TextCollection(
+    table=MemoryRow.__table__,  # type: ignore[arg-type]
+    id_column="id",
+    text_column="fact",
+    fts_table=FTS_TABLE,
+)
+VECTOR_COLLECTION = "memories"
+
+
+def live(now: datetime) -> ColumnElement[bool]:
+    """Return the condition of memories that are neither deleted nor expired at `now`."""
+    return and_(MemoryRow.is_deleted.is_(False), or_(MemoryRow.expires_at.is_(None), MemoryRow.expires_at > now))
+
+
+def in_scope(*, tenant_id: UUID, bank_id: UUID, scope_key: str) -> list[ColumnElement[bool]]:
+    """Return the exact-scope conditions (served by the (tenant_id, bank_id, scope_key) index)."""
+    return [MemoryRow.tenant_id == tenant_id, MemoryRow.bank_id == bank_id, MemoryRow.scope_key == scope_key]
+
+
+class MemoryStore:
+    """Reads and writes banks, memories and revisions inside the caller's transaction."""
+
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def flush(self) -> None:
+        """Send pending changes so that constraint errors surface inside the transaction."""
+        await self._db.flush()
+
+    # -- banks ----------------------------------------------------------------------------------
+
+    async def add_bank(self, row: MemoryBankRow) -> MemoryBankRow:
+        self._db.add(row)
+        await self._db.flush()
+        return row
+
+    async def get_bank(self, *, tenant_id: UUID, bank_id: UUID) -> MemoryBankRow | None:
+        stmt = select(MemoryBankRow).where(MemoryBankRow.tenant_id == tenant_id, MemoryBankRow.id == bank_id)
+        return await self._db.scalar(stmt)
+
+    async def find_bank(self, *, tenant_id: UUID, name: str) -> MemoryBankRow | None:
+        stmt = select(MemoryBankRow).where(MemoryBankRow.tenant_id == tenant_id, MemoryBankRow.name == name)
+        return await self._db.scalar(stmt)
+
+    async def ensure_bank(self, *, tenant_id: UUID, name: str, values: Mapping[str, Any]) -> MemoryBankRow:
+        """Return the bank `name`, inserting it with `values` if missing (safe under concurrency)."""
+        await self._db.execute(
+            insert_ignore(
+                self._db,
+                MemoryBankRow.__table__,  # type: ignore[arg-type]
+                {"tenant_id": tenant_id, "name": name, **values},
+                keys=("tenant_id", "name"),
+            )
+        )
+        row = await self.find_bank(tenant_id=tenant_id, name=name)
+        assert row is not None
+        return row
+
+    async def list_banks(self, *, tenant_id: UUID) -> Sequence[MemoryBankRow]:
+        stmt = (
+            select(MemoryBankRow)
+            .where(MemoryBankRow.tenant_id == tenant_id)
+            .order_by(MemoryBankRow.created_at, MemoryBankRow.id)
+        )
+        return (await self._db.scalars(stmt)).all()
+
+    async def delete_bank(self, *, tenant_id: UUID, bank_id: UUID) -> bool:
+        result: Any = await self._db.execute(
+            delete(MemoryBankRow).where(MemoryBankRow.tenant_id == tenant_id, MemoryBankRow.id == bank_id)
+        )
+        return bool(result.rowcount)
+
+    async def bank_memory_keys(self, *, tenant_id: UUID, bank_id: UUID) -> list[tuple[UUID, dict[str, str]]]:
+        """Return (id, scope) of every memory of a bank, deleted ones included."""
+        stmt = select(MemoryRow.id, MemoryRow.scope).where(
+            MemoryRow.tenant_id == tenant_id, MemoryRow.bank_id == bank_id
+        )
+        return [(r[0], r[1]) for r in (await self._db.execute(stmt)).all()]
+
+    # -- memories -------------------------------------------------------------------------------
+
+    async def add(self, row: MemoryRow) -> MemoryRow:
+        self._db.add(row)
+        await self._db.flush()
+        return row
+
+    async def get(self, *, tenant_id: UUID, memory_id: UUID, lock: bool = False) -> MemoryRow | None:
+        stmt = select(MemoryRow).where(MemoryRow.tenant_id == tenant_id, MemoryRow.id == memory_id)
+        if lock:
+            # Serializes writers of one memory on PostgreSQL (revision numbers); SQLite has one writer.
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        return await self._db.scalar(stmt)
+
+    async def get_many(self, *, tenant_id: UUID, ids: Sequence[UUID]) -> list[MemoryRow]:
+        rows: list[MemoryRow] = []
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            stmt = select(MemoryRow).where(MemoryRow.tenant_id == tenant_id, MemoryRow.id.in_(chunk))
+            rows.extend((await self._db.scalars(stmt)).all())
+        return rows
+
+    async def list_rows(
+        self,
+        *,
+        tenant_id: UUID,
+        bank_id: UUID | None,
+        where: Sequence[ColumnElement[bool]],
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> Sequence[MemoryRow]:
+        """Return memories newest first (created_at, id), after the keyset `after`."""
+        stmt = select(MemoryRow).where(MemoryRow.tenant_id == tenant_id, *where)
+        if bank_id is not None:
+            stmt = stmt.where(MemoryRow.bank_id == bank_id)
+        if after is not None:
+            created, ident = after
+            stmt = stmt.where(
+                or_(MemoryRow.created_at < created, and_(MemoryRow.created_at == created, MemoryRow.id < ident))
+            )
+        stmt = stmt.order_by(MemoryRow.created_at.desc(), MemoryRow.id.desc()).limit(limit)
+        return (await self._db.scalars(stmt)).all()
+
+    async def newest_ids(self, *, tenant_id: UUID, where: Sequence[ColumnElement[bool]], limit: int) -> list[UUID]:
+        """Return the ids of the newest memories matching `where` (created_at, id descending)."""
+        stmt = (
+            select(MemoryRow.id)
+            .where(MemoryRow.tenant_id == tenant_id, *where)
+            .order_by(MemoryRow.created_at.desc(), MemoryRow.id.desc())
+            .limit(limit)
+        )
+        return list((await self._db.scalars(stmt)).all())
+
+    async def as_of(
+        self,
+        *,
+        tenant_id: UUID,
+        bank_id: UUID | None,
+        when: datetime,
+        where: Sequence[ColumnElement[bool]],
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[tuple[MemoryRow, MemoryRevisionRow]]:
+        """Return memories as they were at `when`, with the revision in force then, newest first.
+
+        A revision is in force from its `valid_from` until its `valid_to`; a DELETED revision in force
+        means the memory did not exist then, and the newest revision stops at the memory's expiry.
+        """
+        r = MemoryRevisionRow
+        stmt = (
+            select(MemoryRow, r)
+            .join(r, r.memory_id == MemoryRow.id)
+            .where(
+                MemoryRow.tenant_id == tenant_id,
+                r.valid_from <= when,
+                or_(r.valid_to.is_(None), r.valid_to > when),
+                r.action != "DELETED",
+                or_(r.valid_to.is_not(None), MemoryRow.expires_at.is_(None), MemoryRow.expires_at > when),
+                *where,
+            )
+        )
+        if bank_id is not None:
+            stmt = stmt.where(MemoryRow.bank_id == bank_id)
+        if after is not None:
+            created, ident = after
+            stmt = stmt.where(
+                or_(MemoryRow.created_at < created, and_(MemoryRow.created_at == created, MemoryRow.id < ident))
+            )
+        stmt = stmt.order_by(MemoryRow.created_at.desc(), MemoryRow.id.desc()).limit(limit)
+        return [(row[0], row[1]) for row in (await self._db.execute(stmt)).all()]
+
+    async def purge(self, *, tenant_id: UUID, memory_id: UUID) -> MemoryRow | None:
+        """Delete a memory and its revisions for good; return the row it was, or None."""
+        row = await self.get(tenant_id=tenant_id, memory_id=memory_id, lock=True)
+        if row is None:
+            return None
+        await self._db.execute(
+            delete(MemoryRow).where(MemoryRow.tenant_id == tenant_id, MemoryRow.id == memory_id)
+        )
+        return row
+
+    async def expired(self, *, now: datetime, limit: int) -> list[tuple[UUID, UUID]]:
+        """Return (tenant_id, id) of live-flagged memories past their expiry, locked (skipping locked ones)."""
+        stmt = (
+            select(MemoryRow.tenant_id, MemoryRow.id)
+            .where(MemoryRow.is_deleted.is_(False), MemoryRow.expires_at <= now)
+            .order_by(MemoryRow.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [(r[0], r[1]) for r in (await self._db.execute(stmt)).all()]
+
+    async def set_embeddings(self, *, tenant_id: UUID, vectors: Mapping[UUID, Any], model: str) -> None:
+        """Replace the embeddings of memories (a re-embed; not a change of the fact: no revision)."""
+        for memory_id, vector in vectors.items():
+            await self._db.execute(
+                update(MemoryRow)
+                .where(MemoryRow.tenant_id == tenant_id, MemoryRow.id == memory_id)
+                .values(embedding=vector, embedding_model=model, revision=MemoryRow.revision + 1)
+            )
+
+    async def bank_page(
+        self, *, tenant_id: UUID, bank_id: UUID, after: UUID | None, limit: int
+    ) -> list[tuple[UUID, str]]:
+        """Return (id, fact) of a bank's memories in id order, after `after` (for re-embedding)."""
+        stmt = select(MemoryRow.id, MemoryRow.fact).where(
+            MemoryRow.tenant_id == tenant_id, MemoryRow.bank_id == bank_id
+        )
+        if after is not None:
+            stmt = stmt.where(MemoryRow.id > after)
+        stmt = stmt.order_by(MemoryRow.id).limit(limit)
+        return [(r[0], r[1]) for r in (await self._db.execute(stmt)).all()]
+
+    async def count(self, *, tenant_id: UUID, bank_id: UUID, live_at: datetime | None = None) -> int:
+        stmt = select(func.count()).select_from(MemoryRow).where(
+            MemoryRow.tenant_id == tenant_id, MemoryRow.bank_id == bank_id
+        )
+        if live_at is not None:
+            stmt = stmt.where(live(live_at))
+        return int(await self._db.scalar(stmt) or 0)
+
+    # -- search ---------------------------------------------------------------------------------
+
+    async def vector_search(
+        self,
+        index: SqlVectorIndex,
+        *,
+        partition: Mapping[str, str],
+        vector: Any,
+        limit: int,
+        filter: VectorFilter,
+    ) -> list[Hit]:
+        """Rank one scope's memories by cosine similarity to `vector` (pgvector or numpy)."""
+        return await index.search_in(
+            self._db, collection=VECTOR_COLLECTION, partition=partition, vector=vector, limit=limit, filter=filter
+        )
+
+    async def keyword_search(
+        self, *, query: str, where: Sequence[ColumnElement[bool]], limit: int
+    ) -> list[tuple[UUID, float]]:
+        """Rank memories matching `where` by full-text relevance to `query` (tsvector or FTS5)."""
+        return await keyword_search(self._db, collection=MEMORY_TEXT, query=query, where=where, limit=limit)
+
+    # -- revisions ------------------------------------------------------------------------------
+
+    async def add_revision(self, row: MemoryRevisionRow) -> MemoryRevisionRow:
+        self._db.add(row)
+        await self._db.flush()
+        return row
+
+    async def close_revisions(self, *, memory_id: UUID, at: datetime) -> None:
+        """End the validity of the memory's revision in force (the one without `valid_to`)."""
+        await self._db.execute(
+            update(MemoryRevisionRow)
+            .where(MemoryRevisionRow.memory_id == memory_id, MemoryRevisionRow.valid_to.is_(None))
+            .values(valid_to=at)
+        )
+
+    async def revisions(
+        self, *, tenant_id: UUID, memory_id: UUID, after: int | None, limit: int
+    ) -> Sequence[MemoryRevisionRow]:
+        stmt = select(MemoryRevisionRow).where(
+            MemoryRevisionRow.tenant_id == tenant_id, MemoryRevisionRow.memory_id == memory_id
+        )
+        if after is not None:
+            stmt = stmt.where(MemoryRevisionRow.revision_number > after)
+        stmt = stmt.order_by(MemoryRevisionRow.revision_number).limit(limit)
+        return (await self._db.scalars(stmt)).all()
+
+    async def revision(self, *, tenant_id: UUID, memory_id: UUID, number: int) -> MemoryRevisionRow | None:
+        stmt = select(MemoryRevisionRow).where(
+            MemoryRevisionRow.tenant_id == tenant_id,
+            MemoryRevisionRow.memory_id == memory_id,
+            MemoryRevisionRow.revision_number == number,
+        )
+        return await self._db.scalar(stmt)
+
+
+def merge_patch(target: JSON, patch: Mapping[str, Any]) -> JSON:
+    """Return `target` with `patch` applied (RFC 7396 at the top level: null deletes a key)."""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged

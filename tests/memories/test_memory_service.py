@@ -1,0 +1,442 @@
+"""The memory service: revisions under concurrency, TTLs, retrieval quality, primitives, caches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import anyio
+import numpy as np
+import pytest
+from sqlalchemy import update
+
+import contextiq.memories.service as memory_service
+from contextiq.core.clock import utcnow
+from contextiq.core.errors import Invalid, NotFound
+from contextiq.core.llm.embeddings import EmbeddingProvider, make_embedding_provider
+from contextiq.memories.models import (
+    MemoryBankCreate,
+    MemoryCreate,
+    MemoryFilter,
+    MemoryUpdate,
+    RetrieveFilters,
+    RetrieveRequest,
+    TTLConfig,
+)
+from contextiq.memories.service import MemoryService
+from contextiq.memories.tables import MemoryRow
+from contextiq.runtime import Runtime
+from tests.conftest import Tenant, make_settings, new_tenant
+
+USER = {"user_id": "u1"}
+
+# A small, realistic set: one user's memories across the four managed topics.
+FACTS = [
+    ("I prefer dark mode interfaces.", "USER_PREFERENCES"),
+    ("I am allergic to peanuts.", "USER_PERSONAL_INFO"),
+    ("My daughter Emma turns seven on March 3rd.", "USER_PERSONAL_INFO"),
+    ("I work as a nurse at Lisbon General Hospital.", "USER_PERSONAL_INFO"),
+    ("Always reply to me in Portuguese.", "EXPLICIT_INSTRUCTIONS"),
+    ("I am training for the Berlin marathon in September.", "KEY_CONVERSATION_DETAILS"),
+    ("I drink my coffee black with no sugar.", "USER_PREFERENCES"),
+    ("My favourite band is Radiohead.", "USER_PREFERENCES"),
+    ("I drive a 2019 Toyota Prius.", "USER_PERSONAL_INFO"),
+    ("I am vegetarian and do not eat fish.", "USER_PREFERENCES"),
+    ("My manager at work is called Priya.", "USER_PERSONAL_INFO"),
+    ("I have a golden retriever named Biscuit.", "USER_PERSONAL_INFO"),
+    ("Please keep answers under three sentences.", "EXPLICIT_INSTRUCTIONS"),
+    ("I moved to Porto last year.", "USER_PERSONAL_INFO"),
+    ("My flight to Tokyo leaves on June 12th.", "KEY_CONVERSATION_DETAILS"),
+    ("I play the cello in a community orchestra.", "USER_PERSONAL_INFO"),
+    ("I prefer window seats on planes.", "USER_PREFERENCES"),
+]
+
+QUERIES = {
+    "similarity": [
+        ("What pet does the user have?", "I have a golden retriever named Biscuit."),
+        ("Does the user have any food allergies?", "I am allergic to peanuts."),
+        ("What car does the user own?", "I drive a 2019 Toyota Prius."),
+        ("Which musical instrument do I play?", "I play the cello in a community orchestra."),
+        ("What language should responses be written in?", "Always reply to me in Portuguese."),
+    ],
+    "keyword": [
+        ("Biscuit the retriever", "I have a golden retriever named Biscuit."),
+        ("marathon training", "I am training for the Berlin marathon in September."),
+        ("peanuts", "I am allergic to peanuts."),
+        ("coffee with sugar?", "I drink my coffee black with no sugar."),
+        ("Tokyo flight", "My flight to Tokyo leaves on June 12th."),
+    ],
+    "hybrid": [
+        ("When does my flight to Tokyo leave?", "My flight to Tokyo leaves on June 12th."),
+        ("Who is my manager?", "My manager at work is called Priya."),
+        ("What is my daughter's birthday?", "My daughter Emma turns seven on March 3rd."),
+        ("Where do I work?", "I work as a nurse at Lisbon General Hospital."),
+        ("How long should answers be?", "Please keep answers under three sentences."),
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def embedder() -> EmbeddingProvider:
+    return make_embedding_provider()
+
+
+@pytest.fixture
+async def runtime(database_url: str, tmp_path: Path, embedder: EmbeddingProvider) -> AsyncIterator[Runtime]:
+    rt = Runtime(make_settings(tmp_path, database_url), embeddings=embedder)
+    try:
+        yield rt
+    finally:
+        await rt.aclose()
+
+
+class Clock:
+    """The service's clock, moved forward by tests instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
+    c = Clock()
+    monkeypatch.setattr(memory_service, "utcnow", c)
+    yield c
+
+
+async def _add(rt: Runtime, tenant: Tenant, fact: str, topic: str = "USER_PREFERENCES", **extra: Any) -> UUID:
+    memory = await rt.memories.create_memory(
+        tenant_id=tenant.id, data=MemoryCreate(scope=extra.pop("scope", USER), fact=fact, topic=topic, **extra)
+    )
+    return memory.id
+
+
+def _retrieve(query: str | None = None, **extra: Any) -> RetrieveRequest:
+    return RetrieveRequest(scope=extra.pop("scope", USER), query=query, **extra)
+
+
+# -- revisions under concurrency -------------------------------------------------------------------------------
+
+
+async def test_fifty_concurrent_updates_through_the_service_get_revisions_1_to_51(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    memory_id = await _add(runtime, tenant, "I have read 0 books this year.", "USER_PERSONAL_INFO")
+
+    async def bump(i: int) -> None:
+        await runtime.memories.update_memory(
+            tenant_id=tenant.id, memory_id=memory_id, data=MemoryUpdate(fact=f"I have read {i + 1} books this year.")
+        )
+
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(bump, i)
+    page = await runtime.memories.list_revisions(tenant_id=tenant.id, memory_id=memory_id)
+    numbers = [r.revision_number for r in page.items]
+    assert numbers == list(range(1, 52))
+    # Each revision's validity ends where the next one's begins: a gap-free timeline.
+    for earlier, later in zip(page.items, page.items[1:], strict=False):
+        assert earlier.valid_to == later.valid_from
+    current = await runtime.memories.get_memory(tenant_id=tenant.id, memory_id=memory_id)
+    assert current.fact == page.items[-1].fact and current.revision == 51
+
+
+# -- TTL --------------------------------------------------------------------------------------------------------
+
+
+async def test_expired_memories_are_never_returned_and_the_sweep_records_a_deletion(
+    runtime: Runtime, tenant: Tenant, clock: Clock
+) -> None:
+    bank = await runtime.memories.create_bank(
+        tenant_id=tenant.id, data=MemoryBankCreate(name="short", ttl_config=TTLConfig(create_ttl="1h"))
+    )
+    short = await _add(runtime, tenant, "I am at the airport right now.", "KEY_CONVERSATION_DETAILS", bank_id=bank.id)
+    lasting = await _add(runtime, tenant, "I am at the airport every Monday.", "KEY_CONVERSATION_DETAILS",
+                         bank_id=bank.id, ttl="30d")
+    assert (await runtime.memories.get_memory(tenant_id=tenant.id, memory_id=short)).fact.endswith("right now.")
+
+    clock.offset = timedelta(hours=2)  # the short memory's hour has passed
+    with pytest.raises(NotFound):
+        await runtime.memories.get_memory(tenant_id=tenant.id, memory_id=short)  # served from the cache
+    page = await runtime.memories.list_memories(tenant_id=tenant.id, filters=MemoryFilter(bank_id=bank.id))
+    assert [m.id for m in page.items] == [lasting]
+    for mode in ("similarity", "keyword", "hybrid"):
+        found = await runtime.memories.retrieve_memories(
+            tenant_id=tenant.id, request=_retrieve("airport", bank_id=bank.id, mode=mode)
+        )
+        assert [r.memory.id for r in found.memories] == [lasting], mode
+    newest = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve(bank_id=bank.id))
+    assert [r.memory.id for r in newest.memories] == [lasting]
+    with pytest.raises(NotFound):
+        await runtime.memories.update_memory(tenant_id=tenant.id, memory_id=short, data=MemoryUpdate(confidence=0.1))
+
+    done = await runtime.run_maintenance()
+    assert done["memories_expired"] >= 1
+    revisions = (await runtime.memories.list_revisions(tenant_id=tenant.id, memory_id=short)).items
+    assert [r.action for r in revisions] == ["CREATED", "DELETED"]
+    assert revisions[1].metadata == {"reason": "ttl"}
+    expiry = (await runtime.memories.list_memories(
+        tenant_id=tenant.id, filters=MemoryFilter(bank_id=bank.id, include_deleted=True)
+    )).items
+    swept = next(m for m in expiry if m.id == short)
+    assert swept.is_deleted and swept.valid_to == swept.expires_at == revisions[1].valid_from
+    assert await runtime.memories.expire_memories() == 0  # nothing left to expire, nothing expired twice
+    # What was true before the expiry still reads back.
+    before = swept.expires_at - timedelta(minutes=1) if swept.expires_at else utcnow()
+    then = await runtime.memories.list_memories(
+        tenant_id=tenant.id, filters=MemoryFilter(bank_id=bank.id, as_of=before)
+    )
+    assert short in [m.id for m in then.items]
+
+
+# -- retrieval ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["similarity", "keyword", "hybrid"])
+async def test_retrieval_ranks_the_relevant_memory_first(runtime: Runtime, tenant: Tenant, mode: str) -> None:
+    ids = {fact: await _add(runtime, tenant, fact, topic) for fact, topic in FACTS}
+    await _add(runtime, tenant, "I have a golden retriever named Biscuit.", "USER_PERSONAL_INFO",
+               scope={"user_id": "someone-else"})
+    for query, expected in QUERIES[mode]:
+        found = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve(query, mode=mode))
+        assert found.memories, query
+        top = found.memories[0]
+        assert top.memory.fact == expected, (query, [r.memory.fact for r in found.memories[:3]])
+        assert top.memory.id == ids[expected]  # from this scope, not the other user's copy
+        assert all(r.memory.scope == USER for r in found.memories)
+        expected_signals = {"similarity": {"similarity"}, "keyword": {"keyword"},
+                            "hybrid": {"similarity", "keyword", "rrf"}}[mode]
+        assert set(top.scores) == expected_signals
+        assert [r.score for r in found.memories] == sorted((r.score for r in found.memories), reverse=True)
+
+
+async def test_retrieval_never_returns_deleted_memories_and_filters_apply(runtime: Runtime, tenant: Tenant) -> None:
+    ids = {fact: await _add(runtime, tenant, fact, topic, confidence=0.5 if "coffee" in fact else 1.0)
+           for fact, topic in FACTS}
+    dog = ids["I have a golden retriever named Biscuit."]
+    await runtime.memories.delete_memory(tenant_id=tenant.id, memory_id=dog)
+    for mode in ("similarity", "keyword", "hybrid"):
+        found = await runtime.memories.retrieve_memories(
+            tenant_id=tenant.id, request=_retrieve("golden retriever Biscuit dog", mode=mode, top_k=100)
+        )
+        assert dog not in [r.memory.id for r in found.memories], mode
+        topical = await runtime.memories.retrieve_memories(
+            tenant_id=tenant.id,
+            request=_retrieve("coffee", mode=mode, filters=RetrieveFilters(topics=["EXPLICIT_INSTRUCTIONS"])),
+        )
+        assert {r.memory.topic for r in topical.memories} <= {"EXPLICIT_INSTRUCTIONS"}
+        confident = await runtime.memories.retrieve_memories(
+            tenant_id=tenant.id, request=_retrieve("coffee", mode=mode, filters=RetrieveFilters(min_confidence=0.9))
+        )
+        assert ids["I drink my coffee black with no sugar."] not in [r.memory.id for r in confident.memories]
+    with pytest.raises(Invalid) as err:
+        await runtime.memories.retrieve_memories(
+            tenant_id=tenant.id, request=_retrieve("x", filters=RetrieveFilters(topics=["UNKNOWN"]))
+        )
+    assert err.value.errors[0].field == "body.filters.topics"
+
+
+async def test_retrieval_without_query_is_newest_first_and_top_k_bounded(runtime: Runtime, tenant: Tenant) -> None:
+    created = [await _add(runtime, tenant, fact, topic) for fact, topic in FACTS[:6]]
+    found = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve(top_k=4))
+    assert [r.memory.id for r in found.memories] == list(reversed(created))[:4]
+    again = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve(top_k=4))  # cached
+    assert [r.memory.id for r in again.memories] == [r.memory.id for r in found.memories]
+    await runtime.memories.delete_memory(tenant_id=tenant.id, memory_id=created[-1])
+    newest = await _add(runtime, tenant, "I started learning Japanese.", "USER_PERSONAL_INFO")
+    after = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve(top_k=3))
+    assert [r.memory.id for r in after.memories] == [newest, created[-2], created[-3]]
+    filtered = await runtime.memories.retrieve_memories(
+        tenant_id=tenant.id, request=_retrieve(filters=RetrieveFilters(topics=["EXPLICIT_INSTRUCTIONS"]))
+    )
+    assert [r.memory.fact for r in filtered.memories] == ["Always reply to me in Portuguese."]
+
+
+async def test_hybrid_boosts_reorder_by_recency_and_confidence(runtime: Runtime, tenant: Tenant, clock: Clock) -> None:
+    clock.offset = -timedelta(days=300)
+    old = await _add(runtime, tenant, "I like to hike in the Alps.", confidence=1.0)
+    clock.offset = timedelta()
+    new = await _add(runtime, tenant, "I like to hike in the Pyrenees.", confidence=0.2)
+    plain = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve("hiking mountains"))
+    assert {r.memory.id for r in plain.memories} == {old, new}
+    recent = await runtime.memories.retrieve_memories(
+        tenant_id=tenant.id, request=_retrieve("hiking mountains", recency_weight=5.0, recency_half_life="7d")
+    )
+    assert recent.memories[0].memory.id == new
+    confident = await runtime.memories.retrieve_memories(
+        tenant_id=tenant.id, request=_retrieve("hiking mountains", confidence_weight=1.0)
+    )
+    assert confident.memories[0].memory.id == old
+
+
+# -- the transaction-scoped primitives (memory generation's contract) ---------------------------------------------
+
+
+async def test_primitives_compose_in_one_transaction_and_see_their_own_writes(
+    runtime: Runtime, tenant: Tenant, embedder: EmbeddingProvider
+) -> None:
+    memories = runtime.memories
+    bank = await memories.get_bank(tenant_id=tenant.id, bank_id=None)
+    assert bank.name == "default" and bank.scope_keys == ["user_id"]
+    stale = await _add(runtime, tenant, "I live in Madrid.", "USER_PERSONAL_INFO")
+    facts = ["I live in Lisbon now.", "I have two cats."]
+    vectors = await embedder.embed(facts)
+    async with runtime.db.write() as tx:
+        near = await memories.neighbours(tx, tenant_id=tenant.id, bank_id=bank.id, scope=USER, vectors=vectors)
+        assert near[0][0][0].id == stale and 0 < near[0][0][1] <= 1
+        updated = await memories.write_update(
+            tx, tenant_id=tenant.id, memory_id=stale, fact=facts[0], embedding=vectors[0], bank=bank,
+            metadata_patch={"source_event_ids": ["e1"]}, extracted_memories=["I moved to Lisbon"],
+        )
+        created = await memories.write_create(
+            tx, tenant_id=tenant.id, bank=bank, scope=USER, fact=facts[1], topic="USER_PERSONAL_INFO",
+            confidence=0.8, embedding=vectors[1], metadata={"source_event_ids": ["e2"]},
+        )
+        again = await memories.neighbours(tx, tenant_id=tenant.id, bank_id=bank.id, scope=USER, vectors=vectors[1:])
+        assert again[0][0][0].id == created.id and again[0][0][1] == pytest.approx(1.0, abs=1e-4)
+        deleted = await memories.write_delete(tx, tenant_id=tenant.id, memory_id=created.id, reason="retracted")
+        assert deleted.is_deleted
+        with pytest.raises(Invalid):
+            await memories.write_create(
+                tx, tenant_id=tenant.id, bank=bank, scope={"team": "x"}, fact="x", topic="USER_PREFERENCES",
+                confidence=1.0, embedding=vectors[1],
+            )
+    await memories.invalidate(tenant_id=tenant.id, memory_ids=[updated.id, created.id], scope=USER)
+    current = await memories.get_memory(tenant_id=tenant.id, memory_id=stale)
+    assert current.fact == "I live in Lisbon now." and current.metadata == {"source_event_ids": ["e1"]}
+    assert current.source_type == "direct"  # an update keeps how the memory was created
+    history = (await memories.list_revisions(tenant_id=tenant.id, memory_id=stale)).items
+    assert history[-1].extracted_memories == ["I moved to Lisbon"]
+    created_history = (await memories.list_revisions(tenant_id=tenant.id, memory_id=created.id)).items
+    assert [(r.action, r.metadata) for r in created_history] == [("CREATED", {}), ("DELETED", {"reason": "retracted"})]
+    with pytest.raises(NotFound):
+        await memories.get_memory(tenant_id=tenant.id, memory_id=created.id)
+
+
+async def test_a_failed_transaction_writes_nothing(
+    runtime: Runtime, tenant: Tenant, embedder: EmbeddingProvider
+) -> None:
+    bank = await runtime.memories.get_bank(tenant_id=tenant.id, bank_id=None)
+    vector = await embedder.embed_one("I collect stamps.")
+    with pytest.raises(RuntimeError):
+        async with runtime.db.write() as tx:
+            await runtime.memories.write_create(
+                tx, tenant_id=tenant.id, bank=bank, scope=USER, fact="I collect stamps.",
+                topic="USER_PREFERENCES", confidence=1.0, embedding=vector,
+            )
+            raise RuntimeError("the job failed half-way")
+    page = await runtime.memories.list_memories(tenant_id=tenant.id, filters=MemoryFilter(include_deleted=True))
+    assert page.items == []
+
+
+# -- caches --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_no_stale_read_after_a_write_with_redis(
+    database_url: str, redis_url: str, tmp_path: Path, embedder: EmbeddingProvider
+) -> None:
+    rt = Runtime(make_settings(tmp_path, database_url, redis_url=redis_url), embeddings=embedder)
+    try:
+        tenant = await new_tenant(rt)
+        memory_id = await _add(rt, tenant, "I prefer dark mode interfaces.")
+        assert await rt.cache.get(f"memory:{memory_id}") is not None  # written through on create
+        first = await rt.memories.get_memory(tenant_id=tenant.id, memory_id=memory_id)
+        newest = await rt.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve())
+        assert [r.memory.fact for r in newest.memories] == [first.fact]
+
+        await rt.memories.update_memory(
+            tenant_id=tenant.id, memory_id=memory_id, data=MemoryUpdate(fact="I prefer light mode interfaces.")
+        )
+        current = await rt.memories.get_memory(tenant_id=tenant.id, memory_id=memory_id)
+        assert current.fact == "I prefer light mode interfaces."
+        newest = await rt.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve())
+        assert [r.memory.fact for r in newest.memories] == ["I prefer light mode interfaces."]
+
+        second = await _add(rt, tenant, "I use a standing desk.")
+        newest = await rt.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve())
+        assert [r.memory.id for r in newest.memories] == [second, memory_id]
+
+        # A slow reader that read revision 1 cannot put it back over revision 2.
+        stale = json.dumps({"tenant_id": str(tenant.id), "memory": first.model_dump(mode="json")})
+        assert not await rt.cache.set(f"memory:{memory_id}", stale, ttl=60, version=1)
+
+        await rt.memories.delete_memory(tenant_id=tenant.id, memory_id=second, hard=True)
+        with pytest.raises(NotFound):
+            await rt.memories.get_memory(tenant_id=tenant.id, memory_id=second)
+        newest = await rt.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve())
+        assert [r.memory.id for r in newest.memories] == [memory_id]
+        other = await new_tenant(rt)
+        with pytest.raises(NotFound):  # the cache entry is the tenant's only
+            await rt.memories.get_memory(tenant_id=other.id, memory_id=memory_id)
+    finally:
+        await rt.aclose()
+
+
+# -- re-embedding and an external vector index ---------------------------------------------------------------------
+
+
+async def test_reembed_restores_similarity_after_a_model_change(runtime: Runtime, tenant: Tenant) -> None:
+    ids = [await _add(runtime, tenant, fact, topic) for fact, topic in FACTS[:5]]
+    async with runtime.db.write() as db:  # as if embedded by a model this server no longer runs
+        await db.execute(
+            update(MemoryRow).where(MemoryRow.id.in_(ids)).values(
+                embedding=np.ones(8, dtype=np.float32) / np.sqrt(8), embedding_model="old-model"
+            )
+        )
+    request = _retrieve("food allergies", mode="similarity")
+    assert (await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=request)).memories == []
+    progress: list[tuple[int, int]] = []
+    count = await runtime.memories.reembed_bank(
+        tenant_id=tenant.id, batch_size=2, progress=lambda done, total: progress.append((done, total))
+    )
+    assert count == 5 and progress[-1] == (5, 5)
+    found = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=request)
+    assert found.memories[0].memory.fact == "I am allergic to peanuts."
+    assert found.memories[0].memory.embedding_model == runtime.embeddings.model
+
+
+async def test_an_external_qdrant_index_mirrors_writes_and_serves_similarity(
+    runtime: Runtime, tenant: Tenant, embedder: EmbeddingProvider
+) -> None:
+    pytest.importorskip("qdrant_client", reason="the qdrant extra is not installed")
+    from contextiq.core.search.qdrant import QdrantVectorIndex
+
+    index = QdrantVectorIndex(location=":memory:")
+    service = MemoryService(db=runtime.db, cache=runtime.cache, embeddings=lambda: embedder, vector_index=index)
+    try:
+        created = {}
+        for fact, topic in FACTS[:8]:
+            memory = await service.create_memory(tenant_id=tenant.id, data=MemoryCreate(scope=USER, fact=fact,
+                                                                                        topic=topic))
+            created[fact] = memory.id
+        partition = {"tenant_id": str(tenant.id), "bank_id": str(memory.bank_id), "scope_key": '{"user_id":"u1"}'}
+        assert await index.count(collection="memories", partition=partition) == 8
+        found = await service.retrieve_memories(
+            tenant_id=tenant.id, request=_retrieve("food allergies", mode="similarity")
+        )
+        assert found.memories[0].memory.fact == "I am allergic to peanuts."
+        await service.delete_memory(tenant_id=tenant.id, memory_id=created["I am allergic to peanuts."])
+        assert await index.count(collection="memories", partition=partition) == 7
+        found = await service.retrieve_memories(
+            tenant_id=tenant.id, request=_retrieve("food allergies", mode="similarity")
+        )
+        assert "I am allergic to peanuts." not in [r.memory.fact for r in found.memories]
+    finally:
+        await index.aclose()
+
+
+async def test_keyword_query_of_only_stop_words_still_matches(runtime: Runtime, tenant: Tenant) -> None:
+    motto = await _add(runtime, tenant, "To be or not to be is my motto.", "USER_PERSONAL_INFO")
+    await _add(runtime, tenant, "I prefer window seats on planes.")
+    found = await runtime.memories.retrieve_memories(
+        tenant_id=tenant.id, request=_retrieve("to be or not", mode="keyword")
+    )
+    assert [r.memory.id for r in found.memories][:1] == [motto]
