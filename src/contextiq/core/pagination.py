@@ -33,3 +33,13 @@ def check_limit(limit: int) -> None:
     """Raise Invalid naming `limit` unless it is a page size from 1 to MAX_LIMIT."""
     if not 1 <= limit <= MAX_LIMIT:
         raise Invalid("query.limit", f"must be between 1 and {MAX_LIMIT}")
+
+
+def decode_int_cursor(cursor: str | None) -> int | None:
+    """Decode a cursor holding one integer position (a sequence or revision number); None if absent."""
+    if not cursor:
+        return None
+    (value,) = decode_cursor(cursor, 1)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Invalid("query.cursor", "not a cursor returned by this API")
+    return value

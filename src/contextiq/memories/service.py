@@ -46,7 +46,7 @@ from contextiq.core.errors import Conflict, FieldError, Invalid, NotFound, db_er
 from contextiq.core.idempotency import run_idempotent
 from contextiq.core.ids import new_id
 from contextiq.core.llm.embeddings.base import EmbeddingProvider
-from contextiq.core.pagination import decode_cursor, encode_cursor
+from contextiq.core.pagination import decode_cursor, decode_int_cursor, encode_cursor
 from contextiq.core.scope import describe_scope, scope_key, scope_problem
 from contextiq.core.search.base import SqlCollection, SqlVectorIndex, VectorFilter, VectorIndex, VectorItem
 from contextiq.core.search.factory import make_vector_index
@@ -829,12 +829,7 @@ class MemoryService:
         self, *, tenant_id: UUID, memory_id: UUID, cursor: str | None = None, limit: int = 100
     ) -> MemoryRevisionPage:
         """Return a memory's revisions, oldest first (deleted memories keep their history)."""
-        after = None
-        if cursor:
-            (value,) = decode_cursor(cursor, 1)
-            if not isinstance(value, int):
-                raise Invalid("query.cursor", "not a cursor returned by this API")
-            after = value
+        after = decode_int_cursor(cursor)
         async with self._db.read() as db:
             store = MemoryStore(db)
             if await store.get(tenant_id=tenant_id, memory_id=memory_id) is None:

@@ -22,7 +22,7 @@ from contextiq.core.clock import as_utc, utcnow
 from contextiq.core.db.engine import Database
 from contextiq.core.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from contextiq.core.idempotency import run_idempotent
-from contextiq.core.pagination import check_limit, decode_cursor, encode_cursor
+from contextiq.core.pagination import check_limit, decode_cursor, decode_int_cursor, encode_cursor
 from contextiq.core.types import JSON
 from contextiq.sessions.models import (
     Event,
@@ -226,12 +226,7 @@ class SessionService:
     ) -> EventPage:
         """Return one page of a session's events in sequence order."""
         check_limit(limit)
-        after = None
-        if cursor:
-            (value,) = decode_cursor(cursor, 1)
-            if not isinstance(value, int):
-                raise Invalid("query.cursor", "not a cursor returned by this API")
-            after = value
+        after = decode_int_cursor(cursor)
         async with self._db.read() as db:
             store = SessionStore(db)
             if await store.get(tenant_id=tenant_id, session_id=session_id) is None:

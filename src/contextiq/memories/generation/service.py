@@ -35,7 +35,7 @@ from contextiq.core.ids import new_id
 from contextiq.core.jobs import JobContext, JobFailed, JobHandler, JobQueue, JobRow, Worker
 from contextiq.core.jobs.worker import default_worker_name
 from contextiq.core.llm.embeddings import EmbeddingProvider
-from contextiq.core.pagination import decode_cursor, encode_cursor
+from contextiq.core.pagination import decode_cursor, decode_int_cursor, encode_cursor
 from contextiq.core.scope import scope_key
 from contextiq.core.types import JSON
 from contextiq.memories.extraction.base import Consolidator, Extractor
@@ -306,12 +306,7 @@ class GenerationService:
         limit: int = 100,
     ) -> JobEventPage:
         """Return what the job made of each source event, in event order (empty until it applies)."""
-        after = None
-        if cursor:
-            (value,) = decode_cursor(cursor, 1)
-            if not isinstance(value, int):
-                raise Invalid("query.cursor", "not a cursor returned by this API")
-            after = value
+        after = decode_int_cursor(cursor)
         async with self._db.read() as db:
             store = GenerationStore(db)
             if await store.get(job_id=job_id, tenant_id=tenant_id) is None:
