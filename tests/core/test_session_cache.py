@@ -65,3 +65,28 @@ async def test_cached_session_of_another_tenant_is_still_404(database_url: str, 
             await rt.sessions.get_session(tenant_id=stranger.id, session_id=s.id)
     finally:
         await rt.aclose()
+
+
+async def test_recent_events_are_never_stale_across_processes(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    a = Runtime(make_settings(tmp_path, database_url, redis_url))
+    b = Runtime(make_settings(tmp_path, database_url, redis_url))
+    try:
+        tenant = await new_tenant(a)
+        s = await a.sessions.create_session(tenant_id=tenant.id, data=SessionCreate(user_id="u"))
+
+        def event(text: str) -> EventCreate:
+            return EventCreate.model_validate({"author": "user", "invocation_id": "i", "content": {"text": text}})
+
+        for i in range(3):
+            await a.sessions.append_event(tenant_id=tenant.id, session_id=s.id, data=event(f"a{i}"))
+        seen = await a.sessions.get_session(tenant_id=tenant.id, session_id=s.id, num_recent_events=10)
+        assert [e.content["text"] for e in seen.events or []] == ["a0", "a1", "a2"]
+        await b.sessions.append_event(tenant_id=tenant.id, session_id=s.id, data=event("b0"))
+        again = await a.sessions.get_session(tenant_id=tenant.id, session_id=s.id, num_recent_events=2)
+        assert [e.content["text"] for e in again.events or []] == ["a2", "b0"]
+        await a.sessions.append_event(tenant_id=tenant.id, session_id=s.id, data=event("a3"))
+        last = await a.sessions.get_session(tenant_id=tenant.id, session_id=s.id, num_recent_events=5)
+        assert [e.sequence for e in last.events or []] == [1, 2, 3, 4, 5]
+    finally:
+        await a.aclose()
+        await b.aclose()

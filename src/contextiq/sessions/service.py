@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -21,7 +21,8 @@ from contextiq.core.cache.base import Cache
 from contextiq.core.clock import as_utc, utcnow
 from contextiq.core.db.engine import Database
 from contextiq.core.errors import Conflict, Invalid, NotFound, PreconditionFailed
-from contextiq.core.idempotency import run_idempotent
+from contextiq.core.idempotency import request_fingerprint, run_idempotent
+from contextiq.core.ids import new_id
 from contextiq.core.pagination import check_limit, decode_cursor, decode_int_cursor, encode_cursor
 from contextiq.core.types import JSON
 from contextiq.sessions.models import (
@@ -36,8 +37,9 @@ from contextiq.sessions.models import (
     SessionPage,
     SessionUpdate,
 )
-from contextiq.sessions.state import apply_delta, merged_state, split_delta, without_temp
-from contextiq.sessions.store import NO_AGENT, SessionStore
+from contextiq.sessions.recent import RecentEvents
+from contextiq.sessions.state import SplitDelta, apply_delta, merged_state, split_delta, without_temp
+from contextiq.sessions.store import NO_AGENT, PG_APPEND_EVENT, SessionStore
 from contextiq.sessions.tables import EventRow, SessionRow
 
 SHARED_STATE_TTL = 3600
@@ -51,7 +53,7 @@ class _Written:
     session: SessionRow | None = None
     app: tuple[str, JSON, int] | None = None
     user: tuple[str, str, JSON, int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    event: Event | None = None  # the event as stored (no temp: keys), for the recent-events buffer
 
 
 def _session_key(session_id: UUID) -> str:
@@ -103,6 +105,34 @@ def _event_model(row: EventRow, *, temp: Mapping[str, Any] | None = None) -> Eve
     )
 
 
+def _merge_patch(delta: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+    """Split a delta into the JSON of keys to set and the list of keys to delete (null values)."""
+    if not delta:
+        return None, []
+    return json.dumps({k: v for k, v in delta.items() if v is not None}), [k for k, v in delta.items() if v is None]
+
+
+def _as_json(value: Any) -> Any:
+    """Decode a JSON column value from the driver (a string, or already decoded by a codec)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _row_from_record(record: Any) -> SessionRow:
+    """Build a detached SessionRow from a `RETURNING *` record (for the cache snapshot)."""
+
+    def uuid_or_none(value: Any) -> UUID | None:
+        return UUID(str(value)) if value is not None else None
+
+    return SessionRow(
+        id=UUID(str(record["id"])), tenant_id=UUID(str(record["tenant_id"])), user_id=record["user_id"],
+        agent_id=record["agent_id"], scope=_as_json(record["scope"]), state=_as_json(record["state"]),
+        metadata_=_as_json(record["metadata"]), created_at=record["created_at"], updated_at=record["updated_at"],
+        expires_at=record["expires_at"], is_active=record["is_active"],
+        parent_session_id=uuid_or_none(record["parent_session_id"]),
+        version=int(record["version"]), last_sequence=int(record["last_sequence"]),
+    )
+
+
 def _is_expired(row: SessionRow, now: datetime) -> bool:
     return row.expires_at is not None and row.expires_at <= now
 
@@ -114,6 +144,7 @@ class SessionService:
         self._db = db
         self._cache = cache
         self._ttl = cache_ttl
+        self._recent = RecentEvents()
 
     # -- create ---------------------------------------------------------------------------------
 
@@ -175,14 +206,22 @@ class SessionService:
         app, user = await self._shared_state(tenant_id, agent, snapshot["user_id"])
         session = Session.model_validate({**snapshot, "state": merged_state(snapshot["state"], app, user)})
         if num_recent_events:
-            async with self._db.read() as db:
-                rows = await SessionStore(db).recent_events(
-                    tenant_id=tenant_id, session_id=session_id, limit=num_recent_events
-                )
-            session.events = [_event_model(r) for r in rows]
+            session.events = await self._recent_events(tenant_id, session_id, session.event_count, num_recent_events)
         elif num_recent_events == 0:
             session.events = []
         return session
+
+    async def _recent_events(self, tenant_id: UUID, session_id: UUID, last_sequence: int, count: int) -> list[Event]:
+        cached = self._recent.tail(session_id, last_sequence=last_sequence, count=count)
+        if cached is not None:
+            return cached
+        async with self._db.read() as db:
+            rows = await SessionStore(db).recent_events(
+                tenant_id=tenant_id, session_id=session_id, limit=max(count, MAX_RECENT_EVENTS)
+            )
+        events = [_event_model(r) for r in rows]
+        self._recent.fill(session_id, events, last_sequence=last_sequence)
+        return events[-count:]
 
     async def list_sessions(
         self, *, tenant_id: UUID, filters: SessionFilter, cursor: str | None = None, limit: int = 50
@@ -285,16 +324,88 @@ class SessionService:
                 )
             )
             written.session = row
+            written.event = _event_model(event)
             return _event_model(event, temp=split.temp)
 
         payload = {"session": str(session_id), "event": data.model_dump(mode="json")}
+        if self._db.is_postgres:
+            fast = await self._append_pg(
+                tenant_id, session_id, data, split, now=now, if_match=if_match,
+                idempotency_key=idempotency_key, payload=payload,
+            )
+            if fast is not None:
+                return fast
         event, replayed = await run_idempotent(
             self._db, tenant_id=tenant_id, key=idempotency_key, operation=f"sessions.{session_id}.events",
             payload=payload, model=Event, work=work,
         )
         if not replayed:
             await self._publish(tenant_id, written)
+            if written.event is not None:
+                self._recent.add(written.event)
         return event
+
+    async def _append_pg(
+        self,
+        tenant_id: UUID,
+        session_id: UUID,
+        data: EventCreate,
+        split: SplitDelta,
+        *,
+        now: datetime,
+        if_match: int | None,
+        idempotency_key: str | None,
+        payload: JSON,
+    ) -> Event | None:
+        """Append in one statement on PostgreSQL; None when a check failed (the ORM path explains why)."""
+        import asyncpg
+
+        actions = data.actions.model_dump(mode="json", exclude_none=True) if data.actions else None
+        if actions is not None and "state_delta" in actions:
+            actions["state_delta"] = without_temp(actions["state_delta"])
+        event = Event(
+            id=new_id(), session_id=session_id, sequence=0, author=data.author, invocation_id=data.invocation_id,
+            timestamp=as_utc(data.timestamp) if data.timestamp else now, content=data.content,
+            actions=EventActions.model_validate(actions) if actions is not None else None,
+            metadata=dict(data.metadata), created_at=now,
+        )
+        answer = event
+        if split.temp:
+            merged = {**(actions or {}).get("state_delta", {}), **split.temp}
+            base = event.actions or EventActions()
+            answer = event.model_copy(update={"actions": base.model_copy(update={"state_delta": merged})})
+        session_set, session_del = _merge_patch(split.session)
+        user_set, user_del = _merge_patch(split.user)
+        app_set, app_del = _merge_patch(split.app)
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            return None  # the ORM path raises the precise 422
+        try:
+            async with self._db.driver_connection() as conn:
+                row = await conn.fetchrow(
+                    PG_APPEND_EVENT,
+                    session_id, tenant_id, now, session_set, session_del, if_match,
+                    user_set, user_del, app_set, app_del,
+                    event.id, event.timestamp, event.author, event.invocation_id,
+                    json.dumps(event.content), json.dumps(actions) if actions is not None else None,
+                    json.dumps(event.metadata),
+                    idempotency_key, f"sessions.{session_id}.events",
+                    request_fingerprint(payload) if idempotency_key else None,
+                    answer.model_dump_json() if idempotency_key else None,
+                )
+        except asyncpg.UniqueViolationError:
+            return None  # the Idempotency-Key exists already: the ORM path replays its answer
+        if row is None:
+            return None
+        event.sequence = int(row["last_sequence"])
+        written = _Written(session=_row_from_record(row))
+        agent = row["agent_id"] or NO_AGENT
+        if row["user_version_after"] is not None:
+            written.user = (agent, row["user_id"], _as_json(row["user_state_after"]), int(row["user_version_after"]))
+        if row["app_version_after"] is not None:
+            written.app = (agent, _as_json(row["app_state_after"]), int(row["app_version_after"]))
+        await self._publish(tenant_id, written)
+        self._recent.add(event)
+        return answer.model_copy(update={"sequence": event.sequence})
 
     async def update_session(
         self, *, tenant_id: UUID, session_id: UUID, data: SessionUpdate, if_match: int | None = None
@@ -340,6 +451,8 @@ class SessionService:
             if not await store.delete(tenant_id=tenant_id, session_id=session_id):
                 raise NotFound("session", session_id)
         await self._cache.delete(_session_key(session_id), *(_session_key(d) for d in descendants))
+        for sid in (session_id, *descendants):
+            self._recent.drop(sid)
 
     async def expire_sessions(self) -> int:
         """Mark every session past its `expires_at` inactive; return how many."""

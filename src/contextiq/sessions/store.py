@@ -214,3 +214,54 @@ class SessionStore:
     async def count(self, *, tenant_id: UUID) -> int:
         stmt = select(func.count()).select_from(SessionRow).where(SessionRow.tenant_id == tenant_id)
         return int(await self._db.scalar(stmt) or 0)
+
+
+# The append of one event as ONE statement on PostgreSQL (run on the asyncpg connection, autocommit):
+# the UPDATE takes the session's row lock and the next sequence number, the CTEs merge app:/user:
+# state (JSON merge: `||` sets keys, `- text[]` deletes those set to null), insert the event and
+# record the Idempotency-Key. Any check that fails (unknown, inactive or expired session, stale
+# If-Match) leaves `s` empty, so nothing is written and the caller takes the ORM path, which
+# raises the precise error. One round trip instead of about ten (bench/sessions.py).
+PG_APPEND_EVENT = """
+WITH s AS (
+    UPDATE sessions
+       SET last_sequence = last_sequence + 1,
+           version = version + 1,
+           updated_at = $3,
+           state = CASE WHEN $4::jsonb IS NULL THEN state ELSE (state || $4::jsonb) - $5::text[] END
+     WHERE id = $1 AND tenant_id = $2 AND is_active
+       AND (expires_at IS NULL OR expires_at > $3)
+       AND ($6::bigint IS NULL OR version = $6::bigint)
+    RETURNING *
+), us AS (
+    INSERT INTO user_states AS u (tenant_id, agent_id, user_id, state, version, updated_at)
+    SELECT s.tenant_id, coalesce(s.agent_id, ''), s.user_id, $7::jsonb - $8::text[], 1, $3
+      FROM s WHERE $7::jsonb IS NOT NULL
+    ON CONFLICT (tenant_id, agent_id, user_id) DO UPDATE
+       SET state = (u.state || $7::jsonb) - $8::text[], version = u.version + 1, updated_at = $3
+    RETURNING u.state, u.version
+), aps AS (
+    INSERT INTO app_states AS a (tenant_id, agent_id, state, version, updated_at)
+    SELECT s.tenant_id, coalesce(s.agent_id, ''), $9::jsonb - $10::text[], 1, $3
+      FROM s WHERE $9::jsonb IS NOT NULL
+    ON CONFLICT (tenant_id, agent_id) DO UPDATE
+       SET state = (a.state || $9::jsonb) - $10::text[], version = a.version + 1, updated_at = $3
+    RETURNING a.state, a.version
+), ev AS (
+    INSERT INTO events (id, timestamp, tenant_id, session_id, sequence, author, invocation_id, content,
+                        actions, metadata, created_at)
+    SELECT $11, $12, s.tenant_id, s.id, s.last_sequence, $13::varchar, $14::varchar, $15::jsonb, $16::jsonb, $17::jsonb, $3
+      FROM s
+    RETURNING sequence
+), idem AS (
+    INSERT INTO idempotency_keys (tenant_id, key, operation, request_hash, response, created_at)
+    SELECT s.tenant_id, $18::varchar, $19::varchar, $20::varchar,
+           jsonb_set($21::jsonb, '{sequence}', to_jsonb(s.last_sequence)), $3
+      FROM s WHERE $18::varchar IS NOT NULL
+    RETURNING key
+)
+SELECT s.*, (SELECT count(*) FROM ev) AS appended,
+       (SELECT state FROM us) AS user_state_after, (SELECT version FROM us) AS user_version_after,
+       (SELECT state FROM aps) AS app_state_after, (SELECT version FROM aps) AS app_version_after
+  FROM s
+"""

@@ -40,7 +40,9 @@ class Database:
             self.engine = self._sqlite_engine(url, echo=echo, write=False)
             self._write_engine = self._sqlite_engine(url, echo=echo, write=True)
         else:
-            kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+            # No pre-ping: it costs three round trips per checkout; a dropped connection is detected
+            # on use and the pool is invalidated instead, and pool_recycle retires old ones.
+            kwargs: dict[str, Any] = {"echo": echo, "pool_recycle": 1800}
             if null_pool:
                 kwargs["poolclass"] = NullPool
             else:
@@ -100,6 +102,16 @@ class Database:
         """Open a read-only unit of work."""
         async with self._reader() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def driver_connection(self) -> AsyncIterator[Any]:
+        """Lend the pooled driver connection (asyncpg on PostgreSQL) for hot paths written in plain SQL.
+
+        Statements run in autocommit mode, so a single statement is its own transaction.
+        """
+        async with self._write_engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            yield raw.driver_connection
 
     async def ping(self) -> None:
         """Run a trivial query; raises if the database is unreachable."""
