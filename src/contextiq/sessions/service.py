@@ -25,6 +25,7 @@ from contextiq.core.idempotency import request_fingerprint, run_idempotent
 from contextiq.core.ids import new_id
 from contextiq.core.pagination import check_limit, decode_cursor, decode_int_cursor, encode_cursor
 from contextiq.core.types import JSON
+from contextiq.sessions.batch import AppendBatcher
 from contextiq.sessions.models import (
     Event,
     EventActions,
@@ -39,7 +40,7 @@ from contextiq.sessions.models import (
 )
 from contextiq.sessions.recent import RecentEvents
 from contextiq.sessions.state import SplitDelta, apply_delta, merged_state, split_delta, without_temp
-from contextiq.sessions.store import NO_AGENT, PG_APPEND_EVENT, SessionStore
+from contextiq.sessions.store import NO_AGENT, SessionStore
 from contextiq.sessions.tables import EventRow, SessionRow
 
 SHARED_STATE_TTL = 3600
@@ -124,12 +125,20 @@ def _row_from_record(record: Any) -> SessionRow:
         return UUID(str(value)) if value is not None else None
 
     return SessionRow(
-        id=UUID(str(record["id"])), tenant_id=UUID(str(record["tenant_id"])), user_id=record["user_id"],
-        agent_id=record["agent_id"], scope=_as_json(record["scope"]), state=_as_json(record["state"]),
-        metadata_=_as_json(record["metadata"]), created_at=record["created_at"], updated_at=record["updated_at"],
-        expires_at=record["expires_at"], is_active=record["is_active"],
+        id=UUID(str(record["id"])),
+        tenant_id=UUID(str(record["tenant_id"])),
+        user_id=record["user_id"],
+        agent_id=record["agent_id"],
+        scope=_as_json(record["scope"]),
+        state=_as_json(record["state"]),
+        metadata_=_as_json(record["metadata"]),
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+        expires_at=record["expires_at"],
+        is_active=record["is_active"],
         parent_session_id=uuid_or_none(record["parent_session_id"]),
-        version=int(record["version"]), last_sequence=int(record["last_sequence"]),
+        version=int(record["version"]),
+        last_sequence=int(record["last_sequence"]),
     )
 
 
@@ -145,6 +154,7 @@ class SessionService:
         self._cache = cache
         self._ttl = cache_ttl
         self._recent = RecentEvents()
+        self._batcher = AppendBatcher(db)
 
     # -- create ---------------------------------------------------------------------------------
 
@@ -186,8 +196,13 @@ class SessionService:
 
         payload = data.model_dump(mode="json")
         session, replayed = await run_idempotent(
-            self._db, tenant_id=tenant_id, key=idempotency_key, operation="sessions.create",
-            payload=payload, model=Session, work=work,
+            self._db,
+            tenant_id=tenant_id,
+            key=idempotency_key,
+            operation="sessions.create",
+            payload=payload,
+            model=Session,
+            work=work,
         )
         if not replayed:
             await self._publish(tenant_id, written)
@@ -195,9 +210,7 @@ class SessionService:
 
     # -- read -----------------------------------------------------------------------------------
 
-    async def get_session(
-        self, *, tenant_id: UUID, session_id: UUID, num_recent_events: int | None = None
-    ) -> Session:
+    async def get_session(self, *, tenant_id: UUID, session_id: UUID, num_recent_events: int | None = None) -> Session:
         """Return a session with its merged state and, if asked, its newest events."""
         if num_recent_events is not None and not 0 <= num_recent_events <= MAX_RECENT_EVENTS:
             raise Invalid("query.num_recent_events", f"must be between 0 and {MAX_RECENT_EVENTS}")
@@ -330,14 +343,25 @@ class SessionService:
         payload = {"session": str(session_id), "event": data.model_dump(mode="json")}
         if self._db.is_postgres:
             fast = await self._append_pg(
-                tenant_id, session_id, data, split, now=now, if_match=if_match,
-                idempotency_key=idempotency_key, payload=payload,
+                tenant_id,
+                session_id,
+                data,
+                split,
+                now=now,
+                if_match=if_match,
+                idempotency_key=idempotency_key,
+                payload=payload,
             )
             if fast is not None:
                 return fast
         event, replayed = await run_idempotent(
-            self._db, tenant_id=tenant_id, key=idempotency_key, operation=f"sessions.{session_id}.events",
-            payload=payload, model=Event, work=work,
+            self._db,
+            tenant_id=tenant_id,
+            key=idempotency_key,
+            operation=f"sessions.{session_id}.events",
+            payload=payload,
+            model=Event,
+            work=work,
         )
         if not replayed:
             await self._publish(tenant_id, written)
@@ -364,10 +388,16 @@ class SessionService:
         if actions is not None and "state_delta" in actions:
             actions["state_delta"] = without_temp(actions["state_delta"])
         event = Event(
-            id=new_id(), session_id=session_id, sequence=0, author=data.author, invocation_id=data.invocation_id,
-            timestamp=as_utc(data.timestamp) if data.timestamp else now, content=data.content,
+            id=new_id(),
+            session_id=session_id,
+            sequence=0,
+            author=data.author,
+            invocation_id=data.invocation_id,
+            timestamp=as_utc(data.timestamp) if data.timestamp else now,
+            content=data.content,
             actions=EventActions.model_validate(actions) if actions is not None else None,
-            metadata=dict(data.metadata), created_at=now,
+            metadata=dict(data.metadata),
+            created_at=now,
         )
         answer = event
         if split.temp:
@@ -380,18 +410,31 @@ class SessionService:
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             return None  # the ORM path raises the precise 422
         try:
-            async with self._db.driver_connection() as conn:
-                row = await conn.fetchrow(
-                    PG_APPEND_EVENT,
-                    session_id, tenant_id, now, session_set, session_del, if_match,
-                    user_set, user_del, app_set, app_del,
-                    event.id, event.timestamp, event.author, event.invocation_id,
-                    json.dumps(event.content), json.dumps(actions) if actions is not None else None,
+            row = await self._batcher.append(
+                (
+                    session_id,
+                    tenant_id,
+                    now,
+                    session_set,
+                    session_del,
+                    if_match,
+                    user_set,
+                    user_del,
+                    app_set,
+                    app_del,
+                    event.id,
+                    event.timestamp,
+                    event.author,
+                    event.invocation_id,
+                    json.dumps(event.content),
+                    json.dumps(actions) if actions is not None else None,
                     json.dumps(event.metadata),
-                    idempotency_key, f"sessions.{session_id}.events",
+                    idempotency_key,
+                    f"sessions.{session_id}.events",
                     request_fingerprint(payload) if idempotency_key else None,
                     answer.model_dump_json() if idempotency_key else None,
                 )
+            )
         except asyncpg.UniqueViolationError:
             return None  # the Idempotency-Key exists already: the ORM path replays its answer
         if row is None:
@@ -464,9 +507,7 @@ class SessionService:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    async def _locked(
-        self, store: SessionStore, tenant_id: UUID, session_id: UUID, if_match: int | None
-    ) -> SessionRow:
+    async def _locked(self, store: SessionStore, tenant_id: UUID, session_id: UUID, if_match: int | None) -> SessionRow:
         row = await store.get(tenant_id=tenant_id, session_id=session_id, lock=True)
         if row is None:
             raise NotFound("session", session_id)
@@ -517,9 +558,7 @@ class SessionService:
             )
         if written.app is not None:
             agent, state, version = written.app
-            await self._cache.set(
-                _app_key(tenant_id, agent), json.dumps(state), ttl=SHARED_STATE_TTL, version=version
-            )
+            await self._cache.set(_app_key(tenant_id, agent), json.dumps(state), ttl=SHARED_STATE_TTL, version=version)
         if written.user is not None:
             agent, user_id, state, version = written.user
             await self._cache.set(

@@ -250,7 +250,8 @@ WITH s AS (
 ), ev AS (
     INSERT INTO events (id, timestamp, tenant_id, session_id, sequence, author, invocation_id, content,
                         actions, metadata, created_at)
-    SELECT $11, $12, s.tenant_id, s.id, s.last_sequence, $13::varchar, $14::varchar, $15::jsonb, $16::jsonb, $17::jsonb, $3
+    SELECT $11, $12, s.tenant_id, s.id, s.last_sequence, $13::varchar, $14::varchar,
+           $15::jsonb, $16::jsonb, $17::jsonb, $3
       FROM s
     RETURNING sequence
 ), idem AS (
@@ -260,7 +261,7 @@ WITH s AS (
       FROM s WHERE $18::varchar IS NOT NULL
     RETURNING key
 )
-SELECT s.*, (SELECT count(*) FROM ev) AS appended,
+SELECT $22::int AS batch_index, s.*, (SELECT count(*) FROM ev) AS appended,
        (SELECT state FROM us) AS user_state_after, (SELECT version FROM us) AS user_version_after,
        (SELECT state FROM aps) AS app_state_after, (SELECT version FROM aps) AS app_version_after
   FROM s
