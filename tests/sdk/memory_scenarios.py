@@ -17,6 +17,7 @@ from contextiq.core.errors import Conflict, Invalid, NotFound
 from contextiq.memories.models import CustomMemoryTopic, Memory
 from contextiq.sdk import ApiError
 from contextiq.sdk.base import AsyncClientBase
+from contextiq.sdk.resources import ImportRow
 from contextiq.sessions.models import Author
 
 Call = Callable[[], Awaitable[object]]
@@ -139,7 +140,9 @@ async def memory_banks(client: AsyncClientBase) -> None:
         await client.memory_banks.create(name)
 
     trip_scope = {**SCOPE, "agent_id": "travel"}
-    trip = await client.memories.create("I plan a trip to Japan in May.", scope=trip_scope, topic="TRIPS", bank_id=bank.id)
+    trip = await client.memories.create(
+        "I plan a trip to Japan in May.", scope=trip_scope, topic="TRIPS", bank_id=bank.id
+    )
     assert trip.bank_id == bank.id
     assert trip.expires_at is not None  # the bank's create_ttl
     with pytest.raises(Invalid) as missing_key:
@@ -190,12 +193,16 @@ async def import_export_round_trip(client: AsyncClientBase, tmp_path: Path) -> N
     await anyio.Path(path).write_text("".join(m.model_dump_json() + "\n" for m in exported), encoding="utf-8")
     assert (await client.memories.import_jsonl(path, bank_id=archive.id)).imported == 3
     assert (await client.memories.import_jsonl(str(path), bank_id=str(archive.id))).imported == 3
-    rows = [{"scope": SCOPE, "fact": "I like tea.", "topic": "USER_PREFERENCES"}, '{"scope": {"user_id": "u1"},'
-            ' "fact": "", "topic": "USER_PREFERENCES"}']
+    streamed = await client.memories.import_jsonl(client.memories.export(scope=SCOPE), bank_id=archive.id)
+    assert streamed.imported == 3
+    rows: list[ImportRow] = [
+        {"scope": SCOPE, "fact": "I like tea.", "topic": "USER_PREFERENCES"},
+        '{"scope": {"user_id": "u1"}, "fact": "", "topic": "USER_PREFERENCES"}',
+    ]
     with pytest.raises(Invalid) as bad:
         await client.memories.import_jsonl(rows, bank_id=archive.id)
     assert [e.field for e in bad.value.errors] == ["line 2: fact"]
-    assert len([m async for m in client.memories.export(bank_id=archive.id)]) == 9  # all or nothing
+    assert len([m async for m in client.memories.export(bank_id=archive.id)]) == 12  # all or nothing
 
 
 async def generate_from_facts(client: AsyncClientBase) -> None:

@@ -6,15 +6,25 @@ from types import TracebackType
 from typing import Self
 
 from contextiq.sdk.backends.base import Backend
-from contextiq.sdk.resources import AsyncApiKeys, AsyncOrganization, AsyncSessions
+from contextiq.sdk.resources import (
+    AsyncApiKeys,
+    AsyncJobs,
+    AsyncMemories,
+    AsyncMemoryBanks,
+    AsyncOrganization,
+    AsyncSessions,
+)
 
 
 class AsyncClientBase:
-    """An async client: `sessions`, `api_keys` and `organization`, served by a backend."""
+    """An async client: `sessions`, `memory_banks`, `memories`, `jobs`, `api_keys`, `organization`."""
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self.sessions = AsyncSessions(backend)
+        self.memory_banks = AsyncMemoryBanks(backend)
+        self.memories = AsyncMemories(backend)
+        self.jobs = AsyncJobs(backend)
         self.api_keys = AsyncApiKeys(backend)
         self.organization = AsyncOrganization(backend)
 

@@ -19,11 +19,18 @@ class AsyncEmbeddedClient(AsyncClientBase):
     database, creates the `default` organization and its admin key (`<data_dir>/admin.key`), as the
     server does on its first start.
 
+    Opening also runs the maintenance sweep once (expired sessions and memories), as the server does
+    every `sweep_interval_seconds`.
+
     Args:
         settings: the configuration; the database may be SQLite or PostgreSQL.
         api_key: act as this key: its tenant, its scopes (checked on every call like the API does).
         tenant_id: act for this organization with every scope (trusted in-process code).
             With neither, the client acts for the `default` organization.
+        background: run the server's background work in this event loop while the client is open:
+            the maintenance loop and a job worker (generation jobs finish without anyone waiting).
+            Default: `settings.worker_enabled`. Without it, `wait_for_completion=True` and
+            `jobs.wait()` still run a job to completion in the calling task.
     """
 
     def __init__(
@@ -32,11 +39,14 @@ class AsyncEmbeddedClient(AsyncClientBase):
         *,
         api_key: str | None = None,
         tenant_id: UUID | str | None = None,
+        background: bool | None = None,
     ) -> None:
+        settings = settings or Settings()
         self._embedded = EmbeddedBackend(
-            settings=settings or Settings(),
+            settings=settings,
             api_key=api_key,
             tenant_id=UUID(str(tenant_id)) if tenant_id is not None else None,
+            background=settings.worker_enabled if background is None else background,
         )
         super().__init__(self._embedded)
 
@@ -57,7 +67,8 @@ class AsyncEmbeddedClient(AsyncClientBase):
 class EmbeddedClient(SyncClientBase[AsyncEmbeddedClient]):
     """The synchronous twin of `AsyncEmbeddedClient`; it opens at once, so a bad key fails here.
 
-    The runtime lives on a private event-loop thread (see `contextiq.sdk.sync`).
+    The runtime, and its background work when `background` is on, lives on a private event-loop
+    thread (see `contextiq.sdk.sync`).
     """
 
     def __init__(
@@ -66,11 +77,12 @@ class EmbeddedClient(SyncClientBase[AsyncEmbeddedClient]):
         *,
         api_key: str | None = None,
         tenant_id: UUID | str | None = None,
+        background: bool | None = None,
     ) -> None:
         runner = LoopThread("contextiq-embedded")
 
         async def build() -> AsyncEmbeddedClient:
-            client = AsyncEmbeddedClient(settings, api_key=api_key, tenant_id=tenant_id)
+            client = AsyncEmbeddedClient(settings, api_key=api_key, tenant_id=tenant_id, background=background)
             try:
                 await client.open()
             except BaseException:

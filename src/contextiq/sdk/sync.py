@@ -8,21 +8,33 @@ the caller already runs a loop (a notebook), since the client's loop is its own.
 Why `blocking(AsyncSessions.create)` rather than a hand-written method per call: `blocking` is typed
 with `ParamSpec`, so `Client().sessions.create` keeps the async method's exact parameters and turns
 its `Coroutine[..., Session]` into `Session` for mypy and IDEs, and `functools.wraps` keeps the
-docstring and `inspect.signature` for `help()`. Only the async classes are written by hand.
+docstring and `inspect.signature` for `help()`. Only the async classes are written by hand, but for
+`Memories.import_jsonl` (it reads its rows in the caller's thread; see there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
+from uuid import UUID
 
+from contextiq.memories.models import ImportResult
 from contextiq.sdk.base import AsyncClientBase
-from contextiq.sdk.resources import AsyncApiKeys, AsyncOrganization, AsyncSessions
+from contextiq.sdk.resources import (
+    AsyncApiKeys,
+    AsyncJobs,
+    AsyncMemories,
+    AsyncMemoryBanks,
+    AsyncOrganization,
+    AsyncSessions,
+    ImportRow,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -156,6 +168,61 @@ class Sessions(SyncResource[AsyncSessions]):
     iter_events = blocking_iter(AsyncSessions.iter_events)
 
 
+class MemoryBanks(SyncResource[AsyncMemoryBanks]):
+    """Memory banks: `client.memory_banks` (the methods of `AsyncMemoryBanks`, blocking)."""
+
+    create = blocking(AsyncMemoryBanks.create)
+    get = blocking(AsyncMemoryBanks.get)
+    list = blocking(AsyncMemoryBanks.list)
+    update = blocking(AsyncMemoryBanks.update)
+    delete = blocking(AsyncMemoryBanks.delete)
+
+
+class Memories(SyncResource[AsyncMemories]):
+    """Memories: `client.memories` (the methods of `AsyncMemories`, blocking; iterators are plain ones)."""
+
+    create = blocking(AsyncMemories.create)
+    get = blocking(AsyncMemories.get)
+    list = blocking(AsyncMemories.list)
+    iter = blocking_iter(AsyncMemories.iter)
+    update = blocking(AsyncMemories.update)
+    delete = blocking(AsyncMemories.delete)
+    revisions = blocking(AsyncMemories.revisions)
+    iter_revisions = blocking_iter(AsyncMemories.iter_revisions)
+    rollback = blocking(AsyncMemories.rollback)
+    retrieve = blocking(AsyncMemories.retrieve)
+    export = blocking_iter(AsyncMemories.export)
+    generate = blocking(AsyncMemories.generate)
+
+
+    def import_jsonl(
+        self, source: str | os.PathLike[str] | Iterable[ImportRow], *, bank_id: UUID | str | None = None
+    ) -> ImportResult:
+        """Import memories, all or nothing (`source_type` `imported`, new ids); errors name `line N: field`.
+
+        Args:
+            source: a JSONL file's path (`str` or `Path`), or rows: JSONL lines, `Memory` objects
+                or their JSON objects. An open file works too (its lines), and so does `export()`.
+            bank_id: the bank to import into; default: the tenant's bank `default`.
+        """
+        # Written out rather than blocking(): the rows are read here, in the caller's thread, since
+        # they may come from this client's own iterator (`export()`), which runs on its loop thread.
+        rows = source if isinstance(source, str | os.PathLike) else list(source)
+        return self._runner.run(self._async.import_jsonl(rows, bank_id=bank_id))
+
+
+class Jobs(SyncResource[AsyncJobs]):
+    """Generation jobs: `client.jobs` (the methods of `AsyncJobs`, blocking)."""
+
+    get = blocking(AsyncJobs.get)
+    list = blocking(AsyncJobs.list)
+    iter = blocking_iter(AsyncJobs.iter)
+    cancel = blocking(AsyncJobs.cancel)
+    events = blocking(AsyncJobs.events)
+    iter_events = blocking_iter(AsyncJobs.iter_events)
+    wait = blocking(AsyncJobs.wait)
+
+
 class ApiKeys(SyncResource[AsyncApiKeys]):
     """The tenant's API keys: `client.api_keys` (the methods of `AsyncApiKeys`, blocking)."""
 
@@ -186,6 +253,9 @@ class SyncClientBase(Generic[C]):
         self._runner = runner
         self._async = client
         self.sessions = Sessions(runner, client.sessions)
+        self.memory_banks = MemoryBanks(runner, client.memory_banks)
+        self.memories = Memories(runner, client.memories)
+        self.jobs = Jobs(runner, client.jobs)
         self.api_keys = ApiKeys(runner, client.api_keys)
         self.organization = Organization(runner, client.organization)
         # A client dropped without close() still releases its connections and thread.
