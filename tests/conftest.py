@@ -146,7 +146,7 @@ class Tenant:
 
 async def new_tenant(rt: Runtime, scopes: list[str] | None = None) -> Tenant:
     org = await rt.platform.create_org(OrganizationCreate(name=f"org {uuid.uuid4().hex[:10]}"))
-    key = await rt.platform.create_key(org_id=org.id, data=ApiKeyCreate(scopes=scopes or ["admin"]))  # type: ignore[arg-type]
+    key = await rt.platform.create_key(org_id=org.id, data=ApiKeyCreate(scopes=scopes or ["admin"]))
     return Tenant(id=org.id, key=key.key)
 
 
