@@ -100,3 +100,29 @@ def test_serve_refuses_an_out_of_date_postgres_schema(tmp_path: Path) -> None:
         assert "contextiq db upgrade" in result.stderr and "CONTEXTIQ_AUTO_MIGRATE" in result.stderr
     finally:
         asyncio.run(ddl(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_memories_generate_and_jobs_commands(sqlite_url: str, tmp_path: Path) -> None:
+    env = {"CONTEXTIQ_DATABASE_URL": sqlite_url, "CONTEXTIQ_DATA_DIR": str(tmp_path)}
+    org = f"gen-{tmp_path.name[-8:]}".lower().replace("_", "-")
+    run(["orgs", "create", org], env, tmp_path)
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"author": "user", "text": "I prefer dark mode interfaces. I live in Lisbon."}\n'
+        '{"author": "agent", "text": "Noted!"}\n'
+    )
+    made = json.loads(run(["memories", "generate", "--org", org, "--scope", "user_id=u1", "--events", str(events),
+                           "--json"], env, tmp_path).stdout)
+    assert made["job"]["status"] == "completed"
+    assert made["job"]["result"]["memories_created"] == 2
+    assert [e["status"] for e in made["events"]] == ["extracted", "skipped"]
+    changed = json.loads(run(["memories", "generate", "--org", org, "--scope", "user_id=u1", "--fact",
+                              "I now prefer light mode interfaces.", "--json"], env, tmp_path).stdout)
+    assert changed["job"]["result"]["memories_updated"] == 1
+    jobs = json.loads(run(["jobs", "list", "--org", org, "--json"], env, tmp_path).stdout)
+    assert len(jobs) == 2
+    shown = json.loads(run(["jobs", "show", jobs[0]["id"], "--org", org, "--json"], env, tmp_path).stdout)
+    assert shown["job"]["id"] == jobs[0]["id"]
+    both = run(["memories", "generate", "--org", org, "--fact", "x", "--events", str(events)], env, tmp_path,
+               check=False)
+    assert both.returncode != 0 and "exactly one" in (both.stderr + both.stdout)

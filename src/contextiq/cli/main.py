@@ -24,12 +24,14 @@ orgs_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 sessions_app = typer.Typer(help="Sessions and their events.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Background jobs (memory generation).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(config_app, name="config")
 app.add_typer(memories_app, name="memories")
+app.add_typer(jobs_app, name="jobs")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -238,6 +240,56 @@ def sessions_show(
         return
     emit(session, as_json=False, columns=["id", "user_id", "agent_id", "is_active", "event_count", "state"])
     emit(session.events or [], as_json=False, columns=["sequence", "author", "invocation_id", "timestamp", "content"])
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+JOB_COLUMNS = ["id", "status", "stage", "progress", "source_type", "scope", "created_at", "error_message"]
+
+
+@jobs_app.command("list")
+def jobs_list(
+    org: Annotated[str, typer.Option("--org")] = "default",
+    status: Annotated[str | None, typer.Option(help="pending, processing, completed, failed or cancelled")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List generation jobs, newest first."""
+
+    async def work(rt: Runtime) -> Any:
+        tenant = (await resolve_org(rt, org)).id
+        return (await rt.generation.list_jobs(tenant_id=tenant, status=status, limit=limit)).items
+
+    emit(run_with_runtime(work), as_json=as_json, columns=JOB_COLUMNS)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: UUID, org: Annotated[str, typer.Option("--org")] = "default", as_json: JsonOpt = False) -> None:
+    """Show a job and what it made of each source event."""
+
+    async def work(rt: Runtime) -> Any:
+        tenant = (await resolve_org(rt, org)).id
+        job = await rt.generation.get_job(tenant_id=tenant, job_id=job_id)
+        events = await rt.generation.list_job_events(tenant_id=tenant, job_id=job_id, limit=1000)
+        return job, events.items
+
+    job, events = run_with_runtime(work)
+    if as_json:
+        typer.echo(json.dumps({"job": job.model_dump(mode="json"),
+                               "events": [e.model_dump(mode="json") for e in events]}, indent=2))
+        return
+    emit(job, as_json=False, columns=JOB_COLUMNS)
+    emit(events, as_json=False, columns=["event_id", "author", "status", "reason", "memory_ids"])
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: UUID, org: Annotated[str, typer.Option("--org")] = "default", as_json: JsonOpt = False) -> None:
+    """Cancel a pending or running job."""
+
+    async def work(rt: Runtime) -> Any:
+        return await rt.generation.cancel_job(tenant_id=(await resolve_org(rt, org)).id, job_id=job_id)
+
+    emit(run_with_runtime(work), as_json=as_json, columns=JOB_COLUMNS)
 
 
 def main() -> None:

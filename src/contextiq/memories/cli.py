@@ -236,3 +236,53 @@ def reembed(
 
     count = run_with_runtime(work)
     console.print(f"re-embedded {count} memories")
+
+
+@app.command("generate")
+def generate(
+    org: OrgOpt = "default",
+    scope: ScopeOpt = None,
+    bank: BankOpt = None,
+    session: Annotated[UUID | None, typer.Option("--session", help="Learn from this session's events.")] = None,
+    fact: Annotated[list[str] | None, typer.Option("--fact", help="A fact to consolidate; repeatable.")] = None,
+    events_file: Annotated[
+        Path | None, typer.Option("--events", help='JSONL file of events: {"author": "user", "text": "..."}')
+    ] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Enqueue and return at once.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn a session, a file of events or given facts into memories (a generation job)."""
+    from contextiq.memories.generation.models import GenerateRequest
+
+    sources = [s for s in (session, fact, events_file) if s]
+    if len(sources) != 1:
+        raise typer.BadParameter("give exactly one of --session, --fact (repeatable) or --events FILE")
+    body: dict[str, Any] = {"scope": parse_scope(scope), "bank_id": bank,
+                            "config": {"wait_for_completion": not no_wait}}
+    if session is not None:
+        body.update(source_type="session", source_reference=str(session))
+    elif fact:
+        body.update(source_type="facts", facts=list(fact))
+    else:
+        assert events_file is not None
+        lines = [ln for ln in events_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        body.update(source_type="events", events=[json.loads(ln) for ln in lines])
+    request = GenerateRequest.model_validate(body)
+
+    async def work(rt: Runtime) -> Any:
+        tenant = await _tenant(rt, org)
+        job = await rt.generation.generate(tenant_id=tenant, data=request)
+        events = await rt.generation.list_job_events(tenant_id=tenant, job_id=job.id, limit=1000)
+        return job, events.items
+
+    job, events = run_with_runtime(work)
+    if as_json:
+        typer.echo(json.dumps({"job": job.model_dump(mode="json"),
+                               "events": [e.model_dump(mode="json") for e in events]}, indent=2))
+        return
+    console.print(f"job {job.id}: {job.status}" + (f" ({job.error_message})" if job.error_message else ""))
+    if job.result is not None:
+        r = job.result
+        console.print(f"created {r.memories_created}, updated {r.memories_updated}, deleted {r.memories_deleted}, "
+                      f"extracted {r.extracted_count}")
+    emit(events, as_json=False, columns=["event_id", "status", "reason"])
