@@ -21,6 +21,15 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/m.db"
         return
+    yield from _empty_postgres()
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    yield from _empty_postgres()
+
+
+def _empty_postgres() -> Iterator[str]:
     require_service("PostgreSQL", PG_ADMIN_URL, 5432)
     import asyncpg
 
@@ -57,9 +66,8 @@ def test_dry_run_prints_sql_and_changes_nothing(empty_url: str) -> None:
 
 
 @pytest.mark.postgres
-def test_concurrent_upgrades_on_postgres_apply_once(empty_url: str) -> None:
-    if not empty_url.startswith("postgresql"):
-        pytest.skip("advisory locks are a PostgreSQL feature; SQLite serializes writers itself")
+def test_concurrent_upgrades_on_postgres_apply_once(empty_pg_url: str) -> None:
+    empty_url = empty_pg_url
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -78,9 +86,8 @@ def test_concurrent_upgrades_on_postgres_apply_once(empty_url: str) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_schema_has_partitions_checks_and_extensions(empty_url: str) -> None:
-    if not empty_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL-only features")
+def test_postgres_schema_has_partitions_checks_and_extensions(empty_pg_url: str) -> None:
+    empty_url = empty_pg_url
     migrate.upgrade(empty_url)
 
     async def inspect() -> tuple[object, ...]:

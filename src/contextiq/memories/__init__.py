@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from contextiq.memories.models import (
     Memory,
     MemoryBank,
@@ -16,7 +18,9 @@ from contextiq.memories.models import (
     RetrieveRequest,
     RetrieveResponse,
 )
-from contextiq.memories.service import MemoryService
+
+if TYPE_CHECKING:
+    from contextiq.memories.service import MemoryService
 
 __all__ = [
     "Memory",
@@ -33,3 +37,13 @@ __all__ = [
     "RetrieveRequest",
     "RetrieveResponse",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The service (SQLAlchemy, numpy, models) loads on first use, so the SDK's imports of the wire
+    # models stay light.
+    if name in {'MemoryService'}:
+        import importlib
+
+        return getattr(importlib.import_module("contextiq.memories.service"), name)
+    raise AttributeError(name)

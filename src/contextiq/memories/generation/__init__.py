@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from contextiq.memories.generation.models import (
     GENERATE_KIND,
     GenerateRequest,
@@ -12,7 +14,9 @@ from contextiq.memories.generation.models import (
     MemoryGenerationJob,
     MemoryGenerationJobPage,
 )
-from contextiq.memories.generation.service import GenerationHandler, GenerationService
+
+if TYPE_CHECKING:
+    from contextiq.memories.generation.service import GenerationHandler, GenerationService
 
 __all__ = [
     "GENERATE_KIND",
@@ -26,3 +30,13 @@ __all__ = [
     "MemoryGenerationJob",
     "MemoryGenerationJobPage",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The service (SQLAlchemy, numpy, models) loads on first use, so the SDK's imports of the wire
+    # models stay light.
+    if name in {'GenerationHandler', 'GenerationService'}:
+        import importlib
+
+        return getattr(importlib.import_module("contextiq.memories.generation.service"), name)
+    raise AttributeError(name)
