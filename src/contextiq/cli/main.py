@@ -62,7 +62,7 @@ def serve(
 @app.command()
 def worker() -> None:
     """Run a job worker (memory generation) until SIGTERM or SIGINT; start as many as you need."""
-    from contextiq.core.jobs.runner import run_worker
+    from contextiq.worker import run_worker
 
     run_worker(Settings())
 

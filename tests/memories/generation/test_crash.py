@@ -115,7 +115,7 @@ class WorkerProcess:
         log = tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log"
         with log.open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "contextiq.core.jobs", env=env,
+                sys.executable, "-m", "contextiq.worker", env=env,
                 stdout=asyncio.subprocess.PIPE, stderr=err,
             )
         return cls(proc, log)

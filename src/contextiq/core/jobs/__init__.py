@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextiq.core.jobs.queue import JobFailed, JobQueue, Lease, LeaseLost, backoff_seconds
-from contextiq.core.jobs.runner import arun_worker, run_worker
 from contextiq.core.jobs.tables import JOB_STATUSES, TERMINAL_STATUSES, JobRow
 from contextiq.core.jobs.worker import PAUSE_MARKER, JobContext, JobHandler, Worker
 
@@ -19,7 +18,5 @@ __all__ = [
     "Lease",
     "LeaseLost",
     "Worker",
-    "arun_worker",
     "backoff_seconds",
-    "run_worker",
 ]

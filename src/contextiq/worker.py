@@ -1,4 +1,8 @@
-"""The worker process: `run_worker(settings)` is what `contextiq worker` and `python -m contextiq.core.jobs` run."""
+"""The worker process: `run_worker(settings)` is what `contextiq worker` and `python -m contextiq.worker` run.
+
+It lives beside the runtime (the composition root that knows every context's job handlers), not in
+`core/jobs`, because core never imports a context.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,13 @@ import logging
 import signal
 
 from contextiq.core.config import Settings
+from contextiq.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
 async def arun_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run a worker for every registered job kind until `stop` is set (or SIGTERM/SIGINT)."""
-    # The runtime is the composition root (it knows every context's handlers); import it here so
-    # that core/ does not import the contexts at module level.
-    from contextiq.runtime import Runtime
-
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -40,3 +41,7 @@ def run_worker(settings: Settings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     asyncio.run(arun_worker(settings))
+
+
+if __name__ == "__main__":
+    run_worker(Settings())
