@@ -481,3 +481,15 @@ def test_factory_errors() -> None:
     if importlib.util.find_spec("sentence_transformers") is None:
         with pytest.raises(EmbeddingError, match=r"contextiq\[sentence-transformers\]"):
             make_embedding_provider(provider="sentence-transformers")
+
+
+async def test_large_inputs_split_across_workers_keep_order_and_values() -> None:
+    from contextiq.core.llm.embeddings.local import LocalMiniLMProvider
+
+    texts = [f"sentence number {i} about {'cats' if i % 3 else 'the weather in spring'}" for i in range(300)]
+    serial = LocalMiniLMProvider(max_concurrency=1, batch_size=32)
+    parallel = LocalMiniLMProvider(max_concurrency=3, batch_size=32)
+    one = await serial.embed(texts)
+    many = await parallel.embed(texts)
+    assert many.shape == (300, 384)
+    assert float(abs(one - many).max()) < 1e-5

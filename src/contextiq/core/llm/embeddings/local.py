@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import os
 import threading
 from collections.abc import Sequence
@@ -499,7 +500,8 @@ class LocalMiniLMProvider(EmbeddingProvider):
         max_tokens: Truncation length in tokens, at most 512 (default 256,
             as sentence-transformers).
         max_concurrency: Inferences allowed to run at the same time across
-            all callers of this provider (more callers wait for a slot).
+            all callers of this provider (more callers wait for a slot); a
+            large input is also split into this many slices run at once.
         model_path: Use this ``model.onnx`` instead of the installed one (it
             must still match :data:`MODEL_SHA256`).
         tokenizer_path: Use this ``tokenizer.json`` instead of the installed
@@ -538,6 +540,7 @@ class LocalMiniLMProvider(EmbeddingProvider):
         self._loaded: _Loaded | None = None
         self._load_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._parallel = max_concurrency
 
     # -- public API ----------------------------------------------------------------------
 
@@ -551,7 +554,23 @@ class LocalMiniLMProvider(EmbeddingProvider):
         items = check_texts(texts)
         if not items:
             return np.zeros((0, DIMENSION), dtype=np.float32)
-        return await anyio.to_thread.run_sync(self._embed_sync, items)
+        parts = min(self._parallel, len(items) // self.batch_size)
+        if parts < 2:
+            return await anyio.to_thread.run_sync(self._embed_sync, items)
+        # A large input is cut into `parts` slices embedded at once in worker threads: each
+        # onnxruntime call keeps one intra-op thread (a lone query never competes with itself for
+        # cores), while a bulk import uses every allowed core. Each text's vector is the same in
+        # any slicing (padding is per batch and masked out).
+        bounds = [len(items) * i // parts for i in range(parts + 1)]
+        result = np.empty((len(items), DIMENSION), dtype=np.float32)
+
+        async def run(first: int, last: int) -> None:
+            result[first:last] = await anyio.to_thread.run_sync(self._embed_sync, items[first:last])
+
+        async with anyio.create_task_group() as group:
+            for first, last in itertools.pairwise(bounds):
+                group.start_soon(run, first, last)
+        return result
 
     async def load(self) -> None:
         """Load the model now (in a worker thread) rather than on first use.
