@@ -212,7 +212,7 @@ async def test_retrieval_ranks_the_relevant_memory_first(runtime: Runtime, tenan
         assert top.memory.id == ids[expected]  # from this scope, not the other user's copy
         assert all(r.memory.scope == USER for r in found.memories)
         expected_signals = {"similarity": {"similarity"}, "keyword": {"keyword"},
-                            "hybrid": {"similarity", "keyword", "rrf"}}[mode]
+                            "hybrid": {"similarity", "keyword", "session", "time"}}[mode]
         assert set(top.scores) == expected_signals
         assert [r.score for r in found.memories] == sorted((r.score for r in found.memories), reverse=True)
 

@@ -89,7 +89,7 @@ async def retrieve_in_every_mode(client: AsyncClientBase) -> None:
     hybrid = await client.memories.retrieve(SCOPE, "What language should responses be written in?", top_k=2)
     assert [r.memory.fact for r in hybrid.memories][:1] == ["Always reply to me in Portuguese."]
     assert len(hybrid.memories) == 2
-    assert set(hybrid.memories[0].scores) == {"similarity", "keyword", "rrf"}
+    assert set(hybrid.memories[0].scores) == {"similarity", "keyword", "session", "time"}
 
     newest = await client.memories.retrieve(SCOPE, top_k=2)
     assert [r.memory.fact for r in newest.memories] == [CORPUS[3][0], CORPUS[2][0]]

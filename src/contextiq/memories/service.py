@@ -50,8 +50,17 @@ from contextiq.core.pagination import decode_cursor, decode_int_cursor, encode_c
 from contextiq.core.scope import describe_scope, scope_key, scope_problem
 from contextiq.core.search.base import SqlCollection, SqlVectorIndex, VectorFilter, VectorIndex, VectorItem
 from contextiq.core.search.factory import make_vector_index
-from contextiq.core.search.hybrid import fuse
+from contextiq.core.search.hybrid import fuse, recency_decay
 from contextiq.core.search.keyword import bm25_scores
+from contextiq.core.search.query import time_windows
+from contextiq.core.search.rerank import (
+    DEFAULT_RERANK,
+    RERANK_DEPTH,
+    SIMILARITY_DEPTH,
+    TimelineCache,
+    rerank,
+    scope_timeline,
+)
 from contextiq.core.types import JSON
 from contextiq.memories.models import (
     ImportLine,
@@ -245,6 +254,7 @@ class MemoryService:
                 `source_session_id` that is not the tenant's (the sessions context's check).
         """
         self._db = db
+        self._timelines: TimelineCache[UUID] = TimelineCache()
         self._cache = cache
         self._embeddings = embeddings
         self._ttl = cache_ttl
@@ -889,7 +899,11 @@ class MemoryService:
             return await self._retrieve_as_of(tenant_id, bank, request, query, now)
         if not query:
             return await self._newest(tenant_id, bank, request, now)
+        # An explicit `rrf_k` asks for the rank fusion of before (kept for clients that tuned it).
+        hybrid = request.mode == "hybrid" and "rrf_k" not in request.model_fields_set
         depth = request.top_k if request.mode != "hybrid" else max(request.top_k * 3, 30)
+        if hybrid:
+            depth = max(request.top_k, RERANK_DEPTH)
         where = [*in_scope(tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope))]
         where += self._filter_clauses(request.filters, now)
         vector = await self.embeddings.embed_one(query) if request.mode != "keyword" else None
@@ -904,21 +918,81 @@ class MemoryService:
                 flt = self._live_filter(now, request.filters)
                 if self._external is not None:
                     hits = await self._external.search(
-                        collection=VECTOR_COLLECTION, partition=partition, vector=vector, limit=depth, filter=flt
+                        collection=VECTOR_COLLECTION, partition=partition, vector=vector,
+                        limit=max(depth, SIMILARITY_DEPTH) if hybrid else depth, filter=flt
                     )
                 else:
                     hits = await store.vector_search(
-                        self._sql_index, partition=partition, vector=vector, limit=depth, filter=flt
+                        self._sql_index, partition=partition, vector=vector,
+                        limit=max(depth, SIMILARITY_DEPTH) if hybrid else depth, filter=flt
                     )
                 similar = [(UUID(h.id), h.score) for h in hits]
             if request.mode != "similarity":
                 keyword = await store.keyword_search(query=query, where=where, limit=depth)
-            ids = list(dict.fromkeys([i for i, _ in similar] + [i for i, _ in keyword]))
+            ranked: list[tuple[UUID, float, dict[str, float]]] = []
+            if hybrid:
+                ranked = await self._rerank(db, tenant_id, bank.id, request, query, where, similar, keyword, now)
+                ids = [i for i, _, _ in ranked[: request.top_k]]
+            else:
+                ids = list(dict.fromkeys([i for i, _ in similar] + [i for i, _ in keyword]))
             rows = {r.id: r for r in await store.get_many(tenant_id=tenant_id, ids=ids)}
+        if hybrid:
+            rows = {i: r for i, r in rows.items() if not r.is_deleted and not _expired(r, now)}
+            return RetrieveResponse(memories=[
+                RetrievedMemory(memory=memory_model(rows[i]), score=score, scores=scores)
+                for i, score, scores in ranked[: request.top_k] if i in rows
+            ])
         rows = {i: r for i, r in rows.items() if not r.is_deleted and not _expired(r, now)}
         similar = [(i, s) for i, s in similar if i in rows]
         keyword = [(i, s) for i, s in keyword if i in rows]
         return self._rank(request, rows, similar, keyword, vector, now)
+
+    async def _rerank(
+        self,
+        db: AsyncSession,
+        tenant_id: UUID,
+        bank_id: UUID,
+        request: RetrieveRequest,
+        query: str,
+        where: Sequence[ColumnElement[bool]],
+        similar: list[tuple[UUID, float]],
+        keyword: list[tuple[UUID, float]],
+        now: datetime,
+    ) -> list[tuple[UUID, float, dict[str, float]]]:
+        """Hybrid: fuse the signals with neighbour, session and time context (core/search/rerank.py)."""
+        config = DEFAULT_RERANK
+        # The scope's generation moves on every write: a cached timeline is never stale.
+        generation = await self._cache.get(_scope_generation_key(tenant_id, request.scope)) or "0"
+        key = (tenant_id, bank_id, scope_key(request.scope), generation, request.filters.model_dump_json())
+        timeline = self._timelines.get(key)
+        if timeline is None:
+            timeline = await scope_timeline(db, table=MemoryRow.__table__, where=where, session_gap=config.session_gap)
+            self._timelines.put(key, timeline)
+        first = [i for i, _ in similar[:RERANK_DEPTH]] + [i for i, _ in keyword]
+        candidates = timeline.around(first, config.radius)
+        boosted = bool(request.recency_weight or request.confidence_weight)
+        sim, kw = dict(similar), dict(keyword)
+        reranked = rerank(
+            candidates, similarity=sim, keyword=kw, timeline=timeline,
+            windows=time_windows(query, now=now), config=config, limit=None if boosted else request.top_k,
+        )
+        confidence: dict[UUID, float] = {}
+        if request.confidence_weight:
+            rows = await MemoryStore(db).get_many(tenant_id=tenant_id, ids=[r.id for r in reranked])
+            confidence = {row.id: row.confidence for row in rows}
+        half_life = parse_duration(request.recency_half_life)
+        out = []
+        for r in reranked:
+            score = r.score  # in standard deviations of the candidates' scores: boosts add
+            if request.recency_weight:
+                score += request.recency_weight * recency_decay(timeline.time[r.id], now=now, half_life=half_life)
+            if request.confidence_weight:
+                score -= request.confidence_weight * (1 - confidence.get(r.id, 1.0))
+            scores = {"similarity": sim.get(r.id, 0.0), "keyword": kw.get(r.id, 0.0), "session": r.session,
+                      "time": r.time}
+            out.append((r.id, score, scores))
+        out.sort(key=lambda t: -t[1])
+        return out
 
     def _rank(
         self,

