@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +22,8 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from contextiq.core.llm.http import RETRY_STATUSES, excerpt, retry_delay
 
 from .base import Consolidator, Extractor
 from .types import Action, ActionKind, Candidate, EventOutcome, Existing, ExtractionResult, SourceEvent, Topic
@@ -45,9 +46,6 @@ USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "calls")
 #: Longest fact the prompts ask for (the store refuses longer ones).
 MAX_FACT_CHARS = 2000
 
-_RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
-_MAX_RETRY_AFTER = 30.0
-_BODY_EXCERPT = 200
 _KINDS: frozenset[str] = frozenset({"CREATE", "UPDATE", "DELETE", "SKIP"})
 _NO_NEIGHBOURS = "no similar memory"
 _NO_DECISION = "model gave no valid decision"
@@ -226,44 +224,34 @@ class ChatClient:
                         f"chat completion request to {self.url} failed after {attempt} attempt(s): "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
-                await anyio.sleep(self._delay(attempt, None))
+                await anyio.sleep(retry_delay(attempt, None, backoff=self.backoff))
                 continue
             if 200 <= response.status_code < 300:
                 return self._read(response)
-            if response.status_code in _RETRY_STATUSES and not last:
-                await anyio.sleep(self._delay(attempt, response.headers.get("retry-after")))
+            if response.status_code in RETRY_STATUSES and not last:
+                await anyio.sleep(retry_delay(attempt, response.headers.get("retry-after"), backoff=self.backoff))
                 continue
             raise LLMError(
                 f"chat completion request to {self.url} failed with HTTP {response.status_code} "
-                f"after {attempt} attempt(s): {_excerpt(response)}",
+                f"after {attempt} attempt(s): {excerpt(response, 200)}",
                 status_code=response.status_code,
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after is not None:
-            try:
-                seconds = float(retry_after)
-            except ValueError:
-                seconds = -1.0
-            if math.isfinite(seconds) and seconds >= 0:
-                return min(seconds, _MAX_RETRY_AFTER)
-        base: float = self.backoff * 2 ** (attempt - 1)
-        return base * (1 + 0.1 * random.random())  # jitter, not security
 
     def _read(self, response: httpx.Response) -> tuple[str, dict[str, int]]:
         try:
             payload: Any = response.json()
         except ValueError as exc:
             raise LLMError(
-                f"chat completion response from {self.url} is not JSON: {_excerpt(response)}"
+                f"chat completion response from {self.url} is not JSON: {excerpt(response, 200)}"
             ) from exc
         choices = payload.get("choices") if isinstance(payload, dict) else None
         first = choices[0] if isinstance(choices, list) and choices else None
         message = first.get("message") if isinstance(first, dict) else None
         if not isinstance(message, dict):
             raise LLMError(
-                f"chat completion response from {self.url} has no choices[0].message: {_excerpt(response)}"
+                f"chat completion response from {self.url} has no choices[0].message: {excerpt(response, 200)}"
             )
         usage = empty_usage()
         usage["calls"] = 1
@@ -282,17 +270,11 @@ class ChatClient:
             refusal = message.get("refusal")
             if isinstance(refusal, str) and refusal.strip():
                 raise LLMError(
-                    f"model {self.model!r} refused: {refusal.strip()[:_BODY_EXCERPT]}", usage=usage
+                    f"model {self.model!r} refused: {refusal.strip()[:200]}", usage=usage
                 )
             content = ""
         return content, usage
 
-
-def _excerpt(response: httpx.Response) -> str:
-    text = response.text.strip().replace("\n", " ")
-    if len(text) > _BODY_EXCERPT:
-        text = text[:_BODY_EXCERPT] + "..."
-    return text or "(empty body)"
 
 
 def _decode(content: str, model_type: type[PydanticModel]) -> PydanticModel:

@@ -6,8 +6,6 @@ Works with OpenAI itself and with the many servers that speak its protocol
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +20,7 @@ from contextiq.core.llm.embeddings.base import (
     check_texts,
     l2_normalize,
 )
+from contextiq.core.llm.http import RETRY_STATUSES, excerpt, retry_delay
 
 __all__ = ["KNOWN_DIMENSIONS", "MAX_BATCH", "OpenAIEmbeddingProvider"]
 
@@ -33,10 +32,6 @@ KNOWN_DIMENSIONS: dict[str, int] = {
     "text-embedding-3-large": 3072,
     "text-embedding-ada-002": 1536,
 }
-_RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
-# Longest wait honoured from a Retry-After header, in seconds.
-_MAX_RETRY_AFTER = 30.0
-_BODY_EXCERPT = 300
 
 
 class OpenAIEmbeddingProvider(EmbeddingProvider):
@@ -161,42 +156,32 @@ class OpenAIEmbeddingProvider(EmbeddingProvider):
                         f"embeddings request to {self.url} failed after {attempt} attempt(s): "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
-                await anyio.sleep(self._delay(attempt, None))
+                await anyio.sleep(retry_delay(attempt, None, backoff=self.backoff))
                 continue
             except (httpx.HTTPError, httpx.InvalidURL) as exc:  # not transient: redirects, decoding, URL
                 raise EmbeddingError(f"embeddings request to {self.url} failed: {type(exc).__name__}: {exc}") from exc
             if response.status_code == 200:
                 return self._parse(response, len(batch))
-            if response.status_code in _RETRY_STATUSES and not last:
-                await anyio.sleep(self._delay(attempt, response.headers.get("retry-after")))
+            if response.status_code in RETRY_STATUSES and not last:
+                await anyio.sleep(retry_delay(attempt, response.headers.get("retry-after"), backoff=self.backoff))
                 continue
             raise EmbeddingError(
                 f"embeddings request to {self.url} failed with HTTP {response.status_code} "
-                f"{response.reason_phrase} after {attempt} attempt(s): {_excerpt(response)}"
+                f"{response.reason_phrase} after {attempt} attempt(s): {excerpt(response)}"
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after is not None:
-            try:
-                seconds = float(retry_after)
-            except ValueError:
-                seconds = -1.0
-            if math.isfinite(seconds) and seconds >= 0:
-                return min(seconds, _MAX_RETRY_AFTER)
-        base: float = self.backoff * 2 ** (attempt - 1)
-        return base * (1 + 0.1 * random.random())  # jitter, not security
 
     def _parse(self, response: httpx.Response, expected: int) -> VectorBatch:
         try:
             payload: Any = response.json()
         except ValueError as exc:
-            raise EmbeddingError(f"embeddings response from {self.url} is not JSON: {_excerpt(response)}") from exc
+            raise EmbeddingError(f"embeddings response from {self.url} is not JSON: {excerpt(response)}") from exc
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list) or len(data) != expected:
             got = len(data) if isinstance(data, list) else "no 'data' list"
             raise EmbeddingError(
-                f"embeddings response from {self.url} has {got} rows for {expected} inputs: {_excerpt(response)}"
+                f"embeddings response from {self.url} has {got} rows for {expected} inputs: {excerpt(response)}"
             )
         rows: list[Any] = [None] * expected
         for position, item in enumerate(data):
@@ -230,9 +215,3 @@ class OpenAIEmbeddingProvider(EmbeddingProvider):
             self._dimension_fixed = True
         return l2_normalize(matrix)
 
-
-def _excerpt(response: httpx.Response) -> str:
-    text = response.text.strip().replace("\n", " ")
-    if len(text) > _BODY_EXCERPT:
-        text = text[:_BODY_EXCERPT] + "..."
-    return text or "(empty body)"
