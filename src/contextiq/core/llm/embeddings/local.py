@@ -620,7 +620,9 @@ class LocalMiniLMProvider(EmbeddingProvider):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # BASIC beats EXTENDED/ALL here: the extended fusions cost more than they save on this
+        # small int8 graph (bench: 2.6 vs 3.0 ms for a 15-token query, 1 thread).
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.log_severity_level = 3
         try:
             session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
