@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import anyio
 import pytest
 
@@ -34,7 +36,7 @@ async def test_a_replayed_key_or_a_missing_session_in_a_batch_fails_no_other_app
     async def missing() -> None:
         with pytest.raises(NotFound):
             await runtime.sessions.append_event(
-                tenant_id=tenant.id, session_id=sessions[1].id.__class__(int=1), data=_event("nobody")
+                tenant_id=tenant.id, session_id=UUID(int=1), data=_event("nobody")
             )
         results["missing"] = True
 
