@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
+from contextiq.core.errors import Invalid
 from contextiq.core.models import ApiModel, ResponseModel, ScopeField
 from contextiq.core.types import JSON
 
@@ -378,3 +379,13 @@ class ImportLine(ApiModel):
 class ImportResult(BaseModel):
     imported: int
     ids: list[UUID]
+
+
+MAX_IMPORT_BYTES = 32 * 1024 * 1024
+"""The largest JSONL body one import takes (the HTTP route and the embedded SDK apply the same rule)."""
+
+
+def check_import_size(size: int) -> None:
+    """Raise Invalid naming `body` when an import of `size` bytes is over the limit."""
+    if size > MAX_IMPORT_BYTES:
+        raise Invalid("body", f"at most {MAX_IMPORT_BYTES // (1024 * 1024)} MiB per import")

@@ -32,12 +32,12 @@ from contextiq.memories.models import (
     RetrieveRequest,
     RetrieveResponse,
     RollbackRequest,
+    check_import_size,
 )
 from contextiq.memories.service import parse_scope_param
 
 router = APIRouter(prefix="/v1", tags=["memories"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
-MAX_IMPORT_BYTES = 32 * 1024 * 1024
 
 # -- memory banks ------------------------------------------------------------------------------------
 
@@ -127,8 +127,7 @@ async def import_memories(
 ) -> ImportResult:
     """Import memories from a JSONL body (one memory per line), all or nothing."""
     raw = await request.body()
-    if len(raw) > MAX_IMPORT_BYTES:
-        raise Invalid("body", f"at most {MAX_IMPORT_BYTES // (1024 * 1024)} MiB per import")
+    check_import_size(len(raw))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -53,6 +53,7 @@ from contextiq.memories.models import (
     RetrieveRequest,
     RetrieveResponse,
     RollbackRequest,
+    check_import_size,
 )
 from contextiq.platform.models import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyPage, Organization
 from contextiq.sdk.backends.base import Backend
@@ -76,7 +77,6 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 DEFAULT_ORG: Final = "default"
 MAX_LIMIT: Final = 1000  # as the routes' `Limit` query type
-MAX_IMPORT_BYTES: Final = 32 * 1024 * 1024  # as memories/routes.py
 _JOB_STATUS: Final[TypeAdapter[GenerationStatus | None]] = TypeAdapter(GenerationStatus | None)
 _EVENT_STATUS: Final[TypeAdapter[EventStatus | None]] = TypeAdapter(EventStatus | None)
 
@@ -371,8 +371,7 @@ class EmbeddedBackend(Backend):
     async def import_memories(self, *, jsonl: str, bank_id: UUID | None) -> ImportResult:
         with _as_api_errors("/v1/memories:import"):
             runtime, tenant = await self._tenant("memories:write")
-            if len(jsonl.encode()) > MAX_IMPORT_BYTES:
-                raise Invalid("body", f"at most {MAX_IMPORT_BYTES // (1024 * 1024)} MiB per import")
+            check_import_size(len(jsonl.encode()))
             return await runtime.memories.import_memories(
                 tenant_id=tenant, lines=jsonl.splitlines(), bank_id=bank_id
             )
