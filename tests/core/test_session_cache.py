@@ -67,7 +67,9 @@ async def test_cached_session_of_another_tenant_is_still_404(database_url: str, 
         await rt.aclose()
 
 
-async def test_recent_events_are_never_stale_across_processes(database_url: str, redis_url: str, tmp_path: Path) -> None:
+async def test_recent_events_are_never_stale_across_processes(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
     a = Runtime(make_settings(tmp_path, database_url, redis_url))
     b = Runtime(make_settings(tmp_path, database_url, redis_url))
     try:

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, Field, field_validator, model_va
 
 from contextiq.core.errors import Invalid
 from contextiq.core.models import ApiModel, ResponseModel, ScopeField
+from contextiq.core.search.rerank import DEFAULT_RERANK, RerankConfig
 from contextiq.core.types import JSON
 
 MANAGED_TOPICS = (
@@ -43,6 +44,15 @@ def parse_duration(value: str) -> timedelta:
     if seconds > MAX_DURATION.total_seconds():
         raise ValueError(f"{value!r} is longer than 100 years")
     return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """Return `value` as a duration string in its largest whole unit (`1h`, `90m`, `2w`)."""
+    seconds = int(value.total_seconds())
+    if seconds <= 0 or seconds != value.total_seconds():
+        raise ValueError(f"expected a positive whole number of seconds, got {value}")
+    unit = next(u for u in "wdhms" if seconds % _UNIT_SECONDS[u] == 0)
+    return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
 
 
 def _check_duration(value: str) -> str:
@@ -121,6 +131,57 @@ class GenerationConfig(ApiModel):
     max_tokens: int = Field(4000, ge=1, le=1_000_000)
 
 
+class RetrievalConfig(ApiModel):
+    """How hybrid retrieval ranks this bank's memories (core/search/rerank.py); zero turns a step off.
+
+    An omitted setting is the server's default (`DEFAULT_RERANK`), so a bank that sets none follows
+    the defaults as they are retuned.
+    """
+
+    default_mode: RetrieveMode = Field(
+        "hybrid", description="The mode of a retrieve request that does not give one"
+    )
+    keyword_weight: float = Field(
+        DEFAULT_RERANK.keyword_weight, ge=0.0, le=1.0,
+        description="Share of the keyword signal in the fused score (the rest is similarity)",
+    )
+    neighbour_weight: float = Field(
+        DEFAULT_RERANK.neighbour_weight, ge=0.0, le=1.0,
+        description="Share of the best neighbouring memory's signal a memory gains",
+    )
+    neighbour_decay: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=lambda: list(DEFAULT_RERANK.neighbour_decay), max_length=5,
+        description="Weight of the neighbour at distance 1, 2, …; its length is how far context reaches",
+    )
+    session_weight: float = Field(
+        DEFAULT_RERANK.session_weight, ge=0.0, le=10.0,
+        description="Weight of the mean top score of a memory's session",
+    )
+    session_top: int = Field(
+        DEFAULT_RERANK.session_top, ge=1, le=20, description="How many of a session's best memories make that mean"
+    )
+    session_gap: Duration = Field(
+        format_duration(DEFAULT_RERANK.session_gap),
+        description="A longer gap between two memories starts a new session, e.g. 1h",
+    )
+    time_weight: float = Field(
+        DEFAULT_RERANK.time_weight, ge=0.0, le=10.0,
+        description="Boost of a memory inside a time window the query names",
+    )
+
+    def rerank_config(self) -> RerankConfig:
+        """Return the reranker's weights these settings make."""
+        return RerankConfig(
+            keyword_weight=self.keyword_weight,
+            neighbour_weight=self.neighbour_weight,
+            neighbour_decay=tuple(self.neighbour_decay),
+            session_weight=self.session_weight,
+            session_top=self.session_top,
+            session_gap=parse_duration(self.session_gap),
+            time_weight=self.time_weight,
+        )
+
+
 ScopeKeys = Annotated[list[Annotated[str, Field(min_length=1, max_length=255)]], Field(max_length=5)]
 
 
@@ -149,6 +210,7 @@ class MemoryBankCreate(ApiModel):
     ttl_config: TTLConfig = Field(default_factory=TTLConfig)
     similarity_search_config: SimilaritySearchConfig = Field(default_factory=SimilaritySearchConfig)
     generation_config: GenerationConfig = Field(default_factory=GenerationConfig)
+    retrieval_config: RetrievalConfig = Field(default_factory=RetrievalConfig)
     enable_revisions: bool = True
     scope_keys: ScopeKeys = Field(default_factory=lambda: ["user_id"], description="Keys every scope must have")
     metadata: JSON = Field(default_factory=dict)
@@ -167,6 +229,9 @@ class MemoryBankUpdate(ApiModel):
     ttl_config: TTLConfig | None = None
     similarity_search_config: SimilaritySearchConfig | None = None
     generation_config: GenerationConfig | None = None
+    retrieval_config: RetrievalConfig | None = Field(
+        None, description="Replaces the whole object: an omitted setting goes back to its default"
+    )
     enable_revisions: bool | None = None
     scope_keys: ScopeKeys | None = None
     metadata: JSON | None = None
@@ -184,6 +249,7 @@ class MemoryBank(ResponseModel):
     ttl_config: TTLConfig
     similarity_search_config: SimilaritySearchConfig
     generation_config: GenerationConfig
+    retrieval_config: RetrievalConfig
     enable_revisions: bool
     scope_keys: list[str]
     metadata: JSON

@@ -25,6 +25,7 @@ tenants share).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -54,7 +55,6 @@ from contextiq.core.search.hybrid import fuse, recency_decay
 from contextiq.core.search.keyword import bm25_scores
 from contextiq.core.search.query import time_windows
 from contextiq.core.search.rerank import (
-    DEFAULT_RERANK,
     RERANK_DEPTH,
     SIMILARITY_DEPTH,
     TimelineCache,
@@ -198,6 +198,7 @@ def bank_model(row: MemoryBankRow) -> MemoryBank:
             "ttl_config": row.ttl_config,
             "similarity_search_config": row.similarity_search_config,
             "generation_config": row.generation_config,
+            "retrieval_config": row.retrieval_config or {},
             "enable_revisions": row.enable_revisions,
             "scope_keys": list(row.scope_keys),
             "metadata": row.metadata_,
@@ -284,6 +285,8 @@ class MemoryService:
             ttl_config=data.ttl_config.model_dump(mode="json"),
             similarity_search_config=similarity.model_dump(mode="json"),
             generation_config=data.generation_config.model_dump(mode="json"),
+            # Only the settings given: the others follow the server's defaults as they are retuned.
+            retrieval_config=data.retrieval_config.model_dump(mode="json", exclude_unset=True),
             enable_revisions=data.enable_revisions,
             scope_keys=list(data.scope_keys),
             metadata_=dict(data.metadata),
@@ -350,6 +353,8 @@ class MemoryService:
                 row.similarity_search_config = checked.model_dump(mode="json")
             if data.generation_config is not None:
                 row.generation_config = data.generation_config.model_dump(mode="json")
+            if data.retrieval_config is not None:
+                row.retrieval_config = data.retrieval_config.model_dump(mode="json", exclude_unset=True)
             if data.enable_revisions is not None:
                 row.enable_revisions = data.enable_revisions
             if data.scope_keys is not None:
@@ -391,6 +396,7 @@ class MemoryService:
                 embedding_model=provider.model, vector_size=provider.dimension or None
             ).model_dump(mode="json"),
             "generation_config": {},
+            "retrieval_config": {},
             "enable_revisions": True,
             "scope_keys": ["user_id"],
             "metadata": {},
@@ -890,6 +896,8 @@ class MemoryService:
         if bank is None:
             return RetrieveResponse(memories=[])
         self._check_scope(bank, request.scope, "body.scope")
+        if "mode" not in request.model_fields_set:  # the bank's default mode
+            request = request.model_copy(update={"mode": bank.retrieval_config.default_mode})
         for topic in request.filters.topics or []:
             if not bank.allows_topic(topic):
                 raise self._unknown_topic(bank, topic, "body.filters.topics")
@@ -906,11 +914,21 @@ class MemoryService:
             depth = max(request.top_k, RERANK_DEPTH)
         where = [*in_scope(tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope))]
         where += self._filter_clauses(request.filters, now)
-        vector = await self.embeddings.embed_one(query) if request.mode != "keyword" else None
+        # The query is embedded (in a worker thread) while the keyword search runs.
+        embedding = asyncio.ensure_future(self.embeddings.embed_one(query)) if request.mode != "keyword" else None
+        vector: np.ndarray | None = None
         similar: list[tuple[UUID, float]] = []
         keyword: list[tuple[UUID, float]] = []
         async with self._db.read() as db:
             store = MemoryStore(db)
+            try:
+                if request.mode != "similarity":
+                    keyword = await store.keyword_search(query=query, where=where, limit=depth)
+                if embedding is not None:
+                    vector = await embedding
+            finally:
+                if embedding is not None and not embedding.done():
+                    embedding.cancel()
             if vector is not None:
                 partition = {
                     "tenant_id": str(tenant_id), "bank_id": str(bank.id), "scope_key": scope_key(request.scope)
@@ -927,15 +945,15 @@ class MemoryService:
                         limit=max(depth, SIMILARITY_DEPTH) if hybrid else depth, filter=flt
                     )
                 similar = [(UUID(h.id), h.score) for h in hits]
-            if request.mode != "similarity":
-                keyword = await store.keyword_search(query=query, where=where, limit=depth)
             ranked: list[tuple[UUID, float, dict[str, float]]] = []
             if hybrid:
-                ranked = await self._rerank(db, tenant_id, bank.id, request, query, where, similar, keyword, now)
+                ranked = await self._rerank(db, tenant_id, bank, request, query, where, similar, keyword, now)
                 ids = [i for i, _, _ in ranked[: request.top_k]]
             else:
                 ids = list(dict.fromkeys([i for i, _ in similar] + [i for i, _ in keyword]))
-            rows = {r.id: r for r in await store.get_many(tenant_id=tenant_id, ids=ids)}
+            # Only rank fusion (`rrf_k`) scores rows by their stored vector; the rest skip loading it.
+            fused = request.mode == "hybrid" and not hybrid
+            rows = {r.id: r for r in await store.get_many(tenant_id=tenant_id, ids=ids, embedding=fused)}
         if hybrid:
             rows = {i: r for i, r in rows.items() if not r.is_deleted and not _expired(r, now)}
             return RetrieveResponse(memories=[
@@ -951,7 +969,7 @@ class MemoryService:
         self,
         db: AsyncSession,
         tenant_id: UUID,
-        bank_id: UUID,
+        bank: MemoryBank,
         request: RetrieveRequest,
         query: str,
         where: Sequence[ColumnElement[bool]],
@@ -960,10 +978,12 @@ class MemoryService:
         now: datetime,
     ) -> list[tuple[UUID, float, dict[str, float]]]:
         """Hybrid: fuse the signals with neighbour, session and time context (core/search/rerank.py)."""
-        config = DEFAULT_RERANK
-        # The scope's generation moves on every write: a cached timeline is never stale.
+        config = bank.retrieval_config.rerank_config()
+        # The scope's generation moves on every write: a cached timeline is never stale. The bank's
+        # session gap cuts the timeline, so a changed gap makes a new one.
         generation = await self._cache.get(_scope_generation_key(tenant_id, request.scope)) or "0"
-        key = (tenant_id, bank_id, scope_key(request.scope), generation, request.filters.model_dump_json())
+        key = (tenant_id, bank.id, scope_key(request.scope), generation, request.filters.model_dump_json(),
+               config.session_gap)
         timeline = self._timelines.get(key)
         if timeline is None:
             timeline = await scope_timeline(db, table=MemoryRow.__table__, where=where, session_gap=config.session_gap)

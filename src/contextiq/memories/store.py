@@ -13,6 +13,7 @@ from uuid import UUID
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from contextiq.core.db.helpers import insert_ignore
 from contextiq.core.search.base import Hit, SqlVectorIndex, VectorFilter
@@ -25,6 +26,7 @@ MEMORY_TEXT = TextCollection(
     id_column="id",
     text_column="fact",
     fts_table=FTS_TABLE,
+    tsvector_column="fact_fts",  # migration 0006
 )
 VECTOR_COLLECTION = "memories"
 
@@ -113,11 +115,14 @@ class MemoryStore:
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return await self._db.scalar(stmt)
 
-    async def get_many(self, *, tenant_id: UUID, ids: Sequence[UUID]) -> list[MemoryRow]:
+    async def get_many(self, *, tenant_id: UUID, ids: Sequence[UUID], embedding: bool = True) -> list[MemoryRow]:
+        """Return the tenant's memories among `ids` (any order); `embedding=False` leaves the vector unloaded."""
         rows: list[MemoryRow] = []
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
             stmt = select(MemoryRow).where(MemoryRow.tenant_id == tenant_id, MemoryRow.id.in_(chunk))
+            if not embedding:
+                stmt = stmt.options(defer(MemoryRow.embedding))
             rows.extend((await self._db.scalars(stmt)).all())
         return rows
 

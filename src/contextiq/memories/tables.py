@@ -44,6 +44,8 @@ class MemoryBankRow(Base):
     ttl_config: Mapped[JSON] = mapped_column(JSONType, default=dict)
     similarity_search_config: Mapped[JSON] = mapped_column(JSONType, default=dict)
     generation_config: Mapped[JSON] = mapped_column(JSONType, default=dict)
+    # Addition (migration 0005): the settings of the hybrid reranker; `{}` is the defaults.
+    retrieval_config: Mapped[JSON] = mapped_column(JSONType, default=dict, server_default=text("'{}'"))
     enable_revisions: Mapped[bool] = mapped_column(Boolean, default=True)
     scope_keys: Mapped[list[str]] = mapped_column(StrList, default=lambda: ["user_id"])
     metadata_: Mapped[JSON] = mapped_column("metadata", JSONType, default=dict)

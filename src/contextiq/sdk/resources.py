@@ -47,6 +47,7 @@ from contextiq.memories.models import (
     MemoryRevision,
     MemoryRevisionPage,
     MemoryTopic,
+    RetrievalConfig,
     RetrieveMode,
     RetrieveResponse,
     SimilaritySearchConfig,
@@ -97,6 +98,8 @@ class MemoryBankFields(TypedDict, total=False):
     ttl_config: TTLConfig | Mapping[str, object]
     similarity_search_config: SimilaritySearchConfig | Mapping[str, object]
     generation_config: GenerationConfig | Mapping[str, object]
+    retrieval_config: RetrievalConfig | Mapping[str, object]
+    """Replaces the bank's whole reranker settings: an omitted one goes back to its default."""
     enable_revisions: bool
     scope_keys: Sequence[str]
     metadata: Mapping[str, object]
@@ -424,6 +427,7 @@ class AsyncMemoryBanks:
         ttl_config: TTLConfig | Mapping[str, object] | None = None,
         similarity_search_config: SimilaritySearchConfig | Mapping[str, object] | None = None,
         generation_config: GenerationConfig | Mapping[str, object] | None = None,
+        retrieval_config: RetrievalConfig | Mapping[str, object] | None = None,
         enable_revisions: bool | None = None,
         scope_keys: Sequence[str] | None = None,
         metadata: Mapping[str, object] | None = None,
@@ -435,13 +439,15 @@ class AsyncMemoryBanks:
             memory_topics: what the bank remembers: managed topics by name (`"USER_PREFERENCES"`),
                 `CustomMemoryTopic(label=…, description=…)`, or `MemoryTopic`s. None: the four managed ones.
             ttl_config: durations such as `{"default_ttl": "365d", "create_ttl": "90d"}`.
+            retrieval_config: how hybrid retrieval ranks the bank's memories, such as
+                `{"keyword_weight": 0.7, "session_gap": "30m"}`; an omitted setting is the server's default.
             scope_keys: the keys every scope in the bank must have (default `["user_id"]`).
         """
         body = _body(
             name=name, memory_topics=_topics(memory_topics),
             few_shot_examples=builtins.list(few_shot_examples) if few_shot_examples is not None else None,
             ttl_config=ttl_config, similarity_search_config=similarity_search_config,
-            generation_config=generation_config, enable_revisions=enable_revisions,
+            generation_config=generation_config, retrieval_config=retrieval_config, enable_revisions=enable_revisions,
             scope_keys=builtins.list(scope_keys) if scope_keys is not None else None, metadata=metadata,
             is_active=is_active,
         )
@@ -622,7 +628,8 @@ class AsyncMemories:
         """Return the scope's memories most relevant to `query`, best first (without one: the newest).
 
         Args:
-            mode: `"similarity"` (embeddings), `"keyword"` (full text) or `"hybrid"` (both fused; the default).
+            mode: `"similarity"` (embeddings), `"keyword"` (full text) or `"hybrid"` (both fused); default:
+                the bank's `retrieval_config.default_mode`, `"hybrid"` unless set.
             topics, min_confidence, event_time_after, event_time_before: filters (`filters` in the API).
             as_of: rank what was true at that time (each memory's revision then in force).
             rrf_k, recency_weight, recency_half_life, confidence_weight: hybrid ranking knobs.
