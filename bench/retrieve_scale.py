@@ -1,10 +1,12 @@
-"""`:retrieve` latency at scale: many memories in many scopes, PostgreSQL or SQLite, beside mem0.
+"""`:retrieve` latency and throughput at scale: many memories in many scopes, PostgreSQL or SQLite, beside mem0.
 
 Run from the repository root (one command each; see docs/benchmarks.md, "Retrieval")::
 
     python bench/retrieve_scale.py --backend postgres --memories 1000000 --scopes 10000 --http
     python bench/retrieve_scale.py --backend sqlite --memories 100000 --scopes 1000
-    python bench/retrieve_scale.py --backend postgres --memories 100000 --scopes 1000 --mem0
+    python bench/retrieve_scale.py --backend postgres --memories 100000 --scopes 1000 --mem0 100000
+    python bench/retrieve_scale.py --memories 1000000 --scopes 10000 --http --keep-db ciq_scale_1m \
+        --concurrency 8 --server-workers 2
 
 1. data: `--memories` synthetic memories spread evenly over `--scopes` scopes of one tenant and bank.
    Texts are sentences drawn from a small vocabulary (made up here; no dataset); vectors are real
@@ -14,15 +16,27 @@ Run from the repository root (one command each; see docs/benchmarks.md, "Retriev
    secondary indexes of `memories` dropped first and rebuilt after, as a bulk import would; SQLite
    by executemany through SQLAlchemy (its FTS5 triggers index the text). Revisions are not written
    (retrieval never reads them). Load time and rows/s are printed.
-3. retrieve: `--queries` distinct queries (so that the embedding cache never answers) on random
-   scopes, per mode (similarity, keyword, hybrid), top_k 10: in-process through the service, and
-   with `--http` through a uvicorn server on 127.0.0.1 (a subprocess) with httpx; p50/p95/mean and
-   queries/s (one client at a time). The query embedding is included.
-4. `--mem0`: mem0 OSS (bench/.venv-mem0) with a local qdrant store holding the same number of
-   memories (inserted straight into its vector store: `add` embeds one text at a time, ~50/s), then
-   `search` on the same queries; printed as a ratio to ContextIQ's similarity and hybrid modes.
+   `--keep-db NAME` (PostgreSQL): use the database NAME and keep it afterwards. Once a load has
+   finished, the table `bench_scale_meta` in it records --memories/--scopes/--pool, the org and bank
+   ids, the API key and the load's timings; a later run with the same three sizes skips creating the
+   org and loading (the schema is still upgraded, so new migrations apply), any other run drops and
+   recreates NAME and loads. Without it, a fresh database is made and dropped at the end.
+3. retrieve, one client: `--queries` distinct queries (so that the embedding cache never answers) on
+   random scopes, per mode (similarity, keyword, hybrid), top_k 10: in-process through the service,
+   and with `--http` through a uvicorn server on 127.0.0.1 (a subprocess) with httpx; p50/p95/mean
+   and queries/s (one client at a time). The query embedding is included.
+4. throughput (with `--http`): `--concurrency N` asyncio clients sharing one httpx.AsyncClient send
+   `--queries` other distinct queries per mode to the same server, each its share; q/s is queries
+   over wall time, with p50/p95 under that load. `--server-workers W` > 1 then also starts a server of
+   W uvicorn worker processes (`contextiq.api.app:app_from_env`, settings in CONTEXTIQ_* variables)
+   and measures the same there.
+5. `--mem0 N`: mem0 OSS (bench/.venv-mem0) with N memories in local qdrant or (`--mem0-store
+   pgvector`) pgvector in a fresh database (inserted straight into its vector store: `add` embeds one
+   text at a time, ~50/s), then `search` on the same queries, one at a time and from N threads
+   (`--concurrency`) of one `Memory`; printed as ratios to ContextIQ's similarity and hybrid modes.
 
-Targets (issue 4 §4): retrieve p95 <= 10 ms over HTTP at 1M memories; >= 5x mem0's search throughput.
+Targets (issue 4 §4): retrieve p95 <= 10 ms over HTTP at 1M memories (query embedding included);
+>= 5x mem0's search throughput.
 """
 
 from __future__ import annotations
@@ -33,6 +47,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -97,14 +112,16 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-async def make_pool(size: int, seed: int) -> tuple[list[str], Any]:
+def pool_texts(size: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return list(dict.fromkeys(sentence(rng) for _ in range(size * 3)))[:size]
+
+
+async def embed_pool(texts: list[str]) -> Any:
     from contextiq.core.llm.embeddings import make_embedding_provider
 
-    rng = random.Random(seed)
-    texts = list(dict.fromkeys(sentence(rng) for _ in range(size * 3)))[:size]
     provider = make_embedding_provider(threads=2, cache_size=0)
-    vectors = await provider.embed(texts)
-    return texts, vectors
+    return await provider.embed(texts)
 
 
 def rows(
@@ -166,16 +183,105 @@ async def database(backend: str, pg_admin: str) -> Any:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    head = pg_admin.rsplit("/", 1)[0].split("://", 1)[1]
     try:
         with tempfile.TemporaryDirectory(prefix="ciq-scale-") as tmp:
-            yield f"postgresql+asyncpg://{head}/{name}", Path(tmp)
+            yield pg_url(pg_admin, name), Path(tmp)
     finally:
         conn = await asyncpg.connect(pg_admin)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+META_TABLE = "bench_scale_meta"
+
+
+def pg_url(pg_admin: str, name: str) -> str:
+    head = pg_admin.rsplit("/", 1)[0].split("://", 1)[1]
+    return f"postgresql+asyncpg://{head}/{name}"
+
+
+async def read_meta(url: str) -> dict[str, Any] | None:
+    """The completed load recorded in `bench_scale_meta` of that database, or None."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        row = await conn.fetchrow(
+            f"SELECT memories, scopes, pool, org_id, bank_id, api_key, load::text AS load, "
+            f"loaded_at FROM {META_TABLE} WHERE id = 1"
+        )
+    except asyncpg.UndefinedTableError:
+        return None
+    finally:
+        await conn.close()
+    if row is None:
+        return None
+    meta = dict(row)
+    meta["load"] = json.loads(meta["load"])
+    return meta
+
+
+async def write_meta(url: str, meta: dict[str, Any]) -> None:
+    """Record a finished load (written last, so that a cut-short load is never taken for one)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {META_TABLE} (id int PRIMARY KEY CHECK (id = 1), memories bigint NOT NULL, "
+            "scopes bigint NOT NULL, pool int NOT NULL, org_id uuid NOT NULL, bank_id uuid NOT NULL, "
+            "api_key text NOT NULL, load jsonb NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute(
+            f"INSERT INTO {META_TABLE} (id, memories, scopes, pool, org_id, bank_id, api_key, load) "
+            "VALUES (1, $1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO UPDATE SET memories = $1, "
+            "scopes = $2, pool = $3, org_id = $4, bank_id = $5, api_key = $6, load = $7::jsonb, loaded_at = now()",
+            meta["memories"],
+            meta["scopes"],
+            meta["pool"],
+            meta["org_id"],
+            meta["bank_id"],
+            meta["api_key"],
+            json.dumps(meta["load"]),
+        )
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def kept_database(pg_admin: str, name: str, want: dict[str, int]) -> Any:
+    """Yield (URL, data dir, meta) of the PostgreSQL database `name`, kept at the end.
+
+    `meta` is its recorded load when that matches `want` (memories, scopes, pool); otherwise the
+    database is dropped and created empty, and `meta` is None.
+    """
+    import asyncpg
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise SystemExit(f"--keep-db {name!r}: use a plain lower-case identifier (letters, digits, _)")
+    if name == pg_admin.rsplit("/", 1)[1].split("?", 1)[0] or name in ("postgres", "template0", "template1"):
+        raise SystemExit(f"--keep-db {name!r}: not the admin or a template database")
+    url = pg_url(pg_admin, name)
+    conn = await asyncpg.connect(pg_admin)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+    finally:
+        await conn.close()
+    meta = await read_meta(url) if exists else None
+    if meta is not None and any(meta[k] != v for k, v in want.items()):
+        log(f"database {name} holds {', '.join(f'{k}={meta[k]}' for k in want)}: reloading")
+        meta = None
+    if meta is None:
+        conn = await asyncpg.connect(pg_admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+    with tempfile.TemporaryDirectory(prefix="ciq-scale-") as tmp:
+        yield url, Path(tmp), meta
 
 
 def settings_for(url: str, data_dir: Path) -> Any:
@@ -307,34 +413,53 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(url: str, data_dir: Path, port: int) -> None:
+def server_env(url: str, data_dir: Path) -> dict[str, str]:
+    """The server's settings as CONTEXTIQ_* variables (what every uvicorn worker process reads).
+
+    The schema is already at head (this script's own Runtime migrated it), so the workers only check it.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTEXTIQ_")}
+    env.update(
+        PYTHONPATH=os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p),
+        CONTEXTIQ_DATABASE_URL=url,
+        CONTEXTIQ_DATA_DIR=str(data_dir),
+        CONTEXTIQ_WORKER_ENABLED="false",
+        CONTEXTIQ_RATE_LIMIT_PER_MINUTE="1000000",
+        CONTEXTIQ_AUTO_MIGRATE="false",
+    )
+    return env
+
+
+def serve(port: int, workers: int) -> None:
+    """The server subprocess: settings from the environment (see `server_env`)."""
     import uvicorn
 
+    if workers > 1:  # uvicorn's workers need an import string: the factory reads CONTEXTIQ_* itself
+        uvicorn.run(
+            "contextiq.api.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+        return
     from contextiq.api.app import create_app
+    from contextiq.core.config import Settings
 
-    app = create_app(settings_for(url, data_dir), bootstrap=False, background=False)
+    app = create_app(Settings(), bootstrap=False, background=False)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 @contextlib.contextmanager
-def live_server(url: str, data_dir: Path) -> Iterator[str]:
+def live_server(url: str, data_dir: Path, workers: int = 1) -> Iterator[str]:
     import httpx
 
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--serve",
-            "--db-url",
-            url,
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(port),
-        ],
-        env=env,
+        [sys.executable, str(Path(__file__).resolve()), "--serve", "--port", str(port), "--workers", str(workers)],
+        env=server_env(url, data_dir),
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -383,6 +508,57 @@ async def measure_http(base: str, key: str, qs: list[str], scopes: int, *, warmu
     return out
 
 
+async def measure_http_concurrent(
+    base: str, key: str, qs: list[str], scopes: int, *, concurrency: int, warmup: int, tag: str
+) -> dict[str, dict[str, float]]:
+    """Per mode: `concurrency` tasks on one client share the queries; q/s from the wall time."""
+    import httpx
+
+    rng = random.Random(11)
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    out = {}
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
+    ) as client:
+
+        async def one(body: dict[str, Any], times: list[float] | None) -> None:
+            start = time.perf_counter()
+            response = await client.post("/v1/memories:retrieve", json=body)
+            elapsed = (time.perf_counter() - start) * 1000
+            response.raise_for_status()
+            if times is not None:
+                times.append(elapsed)
+
+        async def share(bodies: list[dict[str, Any]], times: list[float] | None) -> None:
+            for body in bodies:
+                await one(body, times)
+
+        async def burst(bodies: list[dict[str, Any]], times: list[float] | None) -> float:
+            start = time.perf_counter()
+            await asyncio.gather(*(share(bodies[i::concurrency], times) for i in range(concurrency)))
+            return time.perf_counter() - start
+
+        for mode in MODES:
+            bodies = [
+                {
+                    "scope": {"user_id": f"user-{rng.randrange(scopes)}"},
+                    "query": f"{tag} {mode} {q}",
+                    "top_k": 10,
+                    "mode": mode,
+                }
+                for q in qs
+            ]
+            await burst(bodies[:warmup], None)  # opens the connections, loads each worker's model
+            times: list[float] = []
+            wall = await burst(bodies[warmup:], times)
+            stats = percentiles(times)
+            stats["qps"] = len(times) / wall
+            stats["wall_s"] = wall
+            stats["queries"] = len(times)
+            out[mode] = stats
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
@@ -392,49 +568,104 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from contextiq.platform.models import ApiKeyCreate, OrganizationCreate
     from contextiq.runtime import Runtime
 
-    results: dict[str, Any] = {"backend": args.backend, "memories": args.memories, "scopes": args.scopes}
-    log(f"embedding a pool of {args.pool} sentences")
-    texts, vectors = await make_pool(args.pool, seed=1)
+    results: dict[str, Any] = {
+        "backend": args.backend,
+        "memories": args.memories,
+        "scopes": args.scopes,
+        "pool": args.pool,
+        "queries": args.queries,
+        "concurrency": args.concurrency,
+    }
+    texts = pool_texts(args.pool, seed=1)
     qs = queries(args.queries + args.warmup, seed=2)
     if not args.no_contextiq:
-        async with database(args.backend, args.pg) as (url, data_dir):
+        want = {"memories": args.memories, "scopes": args.scopes, "pool": args.pool}
+        db = kept_database(args.pg, args.keep_db, want) if args.keep_db else _fresh(args.backend, args.pg)
+        async with db as (url, data_dir, meta):
             runtime = Runtime(settings_for(url, data_dir))
             try:
-                await runtime.prepare_schema()
-                org = await runtime.platform.create_org(OrganizationCreate(name="scale"))
-                key = await runtime.platform.create_key(
-                    org_id=org.id, data=ApiKeyCreate(name="scale", scopes=["admin"], rate_limit=1_000_000)
-                )
-                bank = await runtime.memories.get_bank(tenant_id=org.id, bank_id=None)
-                data = rows(args.memories, args.scopes, texts, vectors, tenant=org.id, bank=bank.id, seed=3)
-                log(f"loading {args.memories} memories into {args.scopes} scopes ({args.backend})")
-                if args.backend == "postgres":
-                    results["load"] = await load_postgres(url, data, args.memories)
+                await runtime.prepare_schema()  # on a kept database: applies the migrations added since
+                if meta is not None:
+                    log(f"database {args.keep_db}: reusing its load of {meta['loaded_at']:%Y-%m-%d %H:%M}")
+                    tenant, key = meta["org_id"], meta["api_key"]
+                    results["load"] = meta["load"]
+                    results["db"] = {"name": args.keep_db, "kept": True, "reused": True}
                 else:
-                    results["load"] = await load_sqlite(runtime, data, args.memories)
-                log(f"loaded: {results['load']}")
+                    log(f"embedding a pool of {args.pool} sentences")
+                    vectors = await embed_pool(texts)
+                    org = await runtime.platform.create_org(OrganizationCreate(name="scale"))
+                    created = await runtime.platform.create_key(
+                        org_id=org.id, data=ApiKeyCreate(name="scale", scopes=["admin"], rate_limit=1_000_000)
+                    )
+                    tenant, key = org.id, created.key
+                    bank = await runtime.memories.get_bank(tenant_id=org.id, bank_id=None)
+                    data = rows(args.memories, args.scopes, texts, vectors, tenant=org.id, bank=bank.id, seed=3)
+                    log(f"loading {args.memories} memories into {args.scopes} scopes ({args.backend})")
+                    if args.backend == "postgres":
+                        results["load"] = await load_postgres(url, data, args.memories)
+                    else:
+                        results["load"] = await load_sqlite(runtime, data, args.memories)
+                    log(f"loaded: {results['load']}")
+                    if args.keep_db:
+                        await write_meta(
+                            url, {**want, "org_id": org.id, "bank_id": bank.id, "api_key": key, "load": results["load"]}
+                        )
+                        results["db"] = {"name": args.keep_db, "kept": True, "reused": False}
                 log("retrieve in-process")
-                results["inprocess"] = await measure_inprocess(runtime, org.id, qs, args.scopes, warmup=args.warmup)
+                results["inprocess"] = await measure_inprocess(runtime, tenant, qs, args.scopes, warmup=args.warmup)
             finally:
                 await runtime.aclose()
             if args.http:
                 log("retrieve over HTTP (uvicorn subprocess)")
+                results["concurrent"] = []
                 with live_server(url, data_dir) as base:
-                    results["http"] = await measure_http(base, key.key, qs, args.scopes, warmup=args.warmup)
+                    results["http"] = await measure_http(base, key, qs, args.scopes, warmup=args.warmup)
+                    results["concurrent"].append(await concurrent_run(args, base, key, workers=1))
+                if args.server_workers > 1:
+                    log(f"retrieve over HTTP, {args.server_workers} uvicorn workers")
+                    with live_server(url, data_dir, workers=args.server_workers) as base:
+                        results["concurrent"].append(await concurrent_run(args, base, key, workers=args.server_workers))
     if args.mem0:
         log(f"mem0 with {args.mem0} memories ({args.mem0_store})")
         scopes = args.scopes * args.mem0 // args.memories or 1
+        mem0_qs = queries(args.queries + max(args.warmup, 2 * args.concurrency), seed=4)
+        kwargs: dict[str, Any] = {"warmup": args.warmup, "concurrency": args.concurrency, "load_queries": mem0_qs}
         if args.mem0_store == "pgvector":
             async with database("postgres", args.pg) as (url, _):
-                dsn = url.replace("postgresql+asyncpg://", "postgresql://")
-                results["mem0"] = run_mem0(args.mem0, scopes, texts, qs, warmup=args.warmup, pg=dsn)
+                kwargs["pg"] = url.replace("postgresql+asyncpg://", "postgresql://")
+                results["mem0"] = run_mem0(args.mem0, scopes, texts, qs, **kwargs)
         else:
-            results["mem0"] = run_mem0(args.mem0, scopes, texts, qs, warmup=args.warmup)
+            results["mem0"] = run_mem0(args.mem0, scopes, texts, qs, **kwargs)
     return results
 
 
+@contextlib.asynccontextmanager
+async def _fresh(backend: str, pg_admin: str) -> Any:
+    async with database(backend, pg_admin) as (url, data_dir):
+        yield url, data_dir, None
+
+
+async def concurrent_run(args: argparse.Namespace, base: str, key: str, *, workers: int) -> dict[str, Any]:
+    """Throughput of one server at --concurrency clients; the warmup reaches every worker."""
+    warmup = max(args.warmup, 2 * args.concurrency * workers)
+    log(f"retrieve over HTTP at concurrency {args.concurrency} ({workers} server worker(s))")
+    qs = queries(args.queries + warmup, seed=4)
+    modes = await measure_http_concurrent(
+        base, key, qs, args.scopes, concurrency=args.concurrency, warmup=warmup, tag=f"load{workers}"
+    )
+    return {"server_workers": workers, "concurrency": args.concurrency, "modes": modes}
+
+
 def run_mem0(
-    n: int, scopes: int, texts: list[str], qs: list[str], *, warmup: int, pg: str | None = None
+    n: int,
+    scopes: int,
+    texts: list[str],
+    qs: list[str],
+    *,
+    warmup: int,
+    concurrency: int,
+    load_queries: list[str],
+    pg: str | None = None,
 ) -> dict[str, Any]:
     if not MEM0_PYTHON.exists():
         raise SystemExit("no bench/.venv-mem0: run `python bench/locomo.py --setup-mem0` first")
@@ -442,7 +673,19 @@ def run_mem0(
         work = Path(tmp) / "work.json"
         out = Path(tmp) / "out.json"
         work.write_text(
-            json.dumps({"memories": n, "scopes": scopes, "texts": texts, "queries": qs, "warmup": warmup, "pg": pg})
+            json.dumps(
+                {
+                    "memories": n,
+                    "scopes": scopes,
+                    "texts": texts,
+                    "queries": qs,
+                    "warmup": warmup,
+                    "pg": pg,
+                    "concurrency": concurrency,
+                    "load_queries": load_queries,
+                    "load_warmup": len(load_queries) - (len(qs) - warmup),  # as many measured as qs
+                }
+            )
         )
         env = dict(os.environ, MEM0_TELEMETRY="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         subprocess.run(
@@ -465,7 +708,12 @@ def run_mem0(
 def render(r: dict[str, Any]) -> str:
     lines = [f"== :retrieve at scale: {r['memories']:,} memories in {r['scopes']:,} scopes on {r['backend']}"]
     if "load" in r:
-        lines.append(f"load: {json.dumps({k: round(v, 1) for k, v in r['load'].items()})}")
+        load = json.dumps({k: round(v, 1) for k, v in r["load"].items()})
+        db = r.get("db")
+        if db and db["reused"]:
+            lines.append(f"load: skipped, database {db['name']} reused (its load: {load})")
+        else:
+            lines.append(f"load: {load}" + (f" (kept in database {db['name']})" if db else ""))
     for where in ("inprocess", "http"):
         if where not in r:
             continue
@@ -487,6 +735,24 @@ def render(r: dict[str, Any]) -> str:
                     lines.append(
                         f"  throughput ContextIQ {where} {mode} / mem0 = {r[where][mode]['qps'] / s['qps']:.1f}x"
                     )
+    concurrent = r.get("concurrent") or []
+    mc = (m or {}).get("concurrent")
+    if concurrent or mc:
+        n = r["concurrency"]
+        lines.append(f"-- throughput at concurrency {n} (q/s = queries / wall time; latency under that load)")
+        for c in concurrent:
+            label = f"ContextIQ HTTP, {c['server_workers']} worker{'s' if c['server_workers'] > 1 else ''}"
+            for mode, p in c["modes"].items():
+                line = f"{label:<26}{mode:<12} {p['qps']:7.1f} q/s   p50 {p['p50']:7.2f} ms   p95 {p['p95']:7.2f} ms"
+                if mc:
+                    line += f"   {p['qps'] / mc['qps']:5.1f}x mem0"
+                lines.append(line)
+        if mc:
+            label = f"mem0 ({m.get('store', 'qdrant local')})"
+            lines.append(
+                f"{label:<26}{'search':<12} {mc['qps']:7.1f} q/s   p50 {mc['p50']:7.2f} ms   "
+                f"p95 {mc['p95']:7.2f} ms   ({mc['threads']} threads, one Memory)"
+            )
     return "\n".join(lines)
 
 
@@ -508,15 +774,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-contextiq", action="store_true", help="only mem0 (with --mem0)")
     p.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL admin DSN (a fresh database is made)")
+    p.add_argument(
+        "--keep-db",
+        metavar="NAME",
+        help="PostgreSQL: use and keep the database NAME; a finished load of the same "
+        "--memories/--scopes/--pool in it is reused (no reload), else it is dropped, recreated and loaded",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        metavar="N",
+        help="concurrent clients for the throughput runs (ContextIQ over HTTP, mem0's search)",
+    )
+    p.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        metavar="W",
+        help="with --http and W > 1: also measure throughput on a server of W uvicorn worker processes",
+    )
     p.add_argument("--json-out", type=Path)
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--db-url", help=argparse.SUPPRESS)
-    p.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
-        serve(args.db_url, args.data_dir, args.port)
+        serve(args.port, args.workers)
         return 0
+    if args.keep_db and args.backend != "postgres":
+        p.error("--keep-db needs --backend postgres")
+    if args.concurrency < 1 or args.server_workers < 1:
+        p.error("--concurrency and --server-workers must be >= 1")
+    if args.server_workers > 1 and not args.http:
+        p.error("--server-workers needs --http")
     results = asyncio.run(run(args))
     print(render(results))
     if args.json_out:

@@ -440,3 +440,33 @@ async def test_keyword_query_of_only_stop_words_still_matches(runtime: Runtime, 
         tenant_id=tenant.id, request=_retrieve("to be or not", mode="keyword")
     )
     assert [r.memory.id for r in found.memories][:1] == [motto]
+
+
+async def test_keyword_ranking_weighs_rare_words_above_common_ones(runtime: Runtime, tenant: Tenant) -> None:
+    # "coffee" is in every memory, "kayak" in one: BM25's inverse document frequency puts the memory
+    # with the rare word first, on both databases (ts_rank_cd alone would rank the two-"coffee" one).
+    for fact in ("Coffee with Ana after work.", "Coffee, more coffee, then coffee again.", "Coffee at the lake."):
+        await _add(runtime, tenant, fact)
+    kayak = await _add(runtime, tenant, "Coffee before we went to kayak on the river.")
+    found = await runtime.memories.retrieve_memories(
+        tenant_id=tenant.id, request=_retrieve("coffee and kayak", mode="keyword")
+    )
+    ranked = [r.memory.id for r in found.memories]
+    assert ranked[0] == kayak and len(ranked) == 4
+    scores = [r.score for r in found.memories]
+    assert scores == sorted(scores, reverse=True) and scores[-1] > 0
+
+
+async def test_keyword_search_keeps_phrases_negations_and_scope(runtime: Runtime, tenant: Tenant) -> None:
+    near = await _add(runtime, tenant, "The dark mode setting is on.")
+    await _add(runtime, tenant, "Mode of transport: dark blue bike.")
+    other = await _add(runtime, tenant, "dark mode everywhere", scope={"user_id": "u2"})
+    phrase = await runtime.memories.retrieve_memories(
+        tenant_id=tenant.id, request=_retrieve('"dark mode"', mode="keyword")
+    )
+    assert [r.memory.id for r in phrase.memories] == [near]
+    negated = await runtime.memories.retrieve_memories(
+        tenant_id=tenant.id, request=_retrieve("dark -bike", mode="keyword")
+    )
+    assert [r.memory.id for r in negated.memories] == [near]
+    assert other not in [r.memory.id for r in negated.memories]

@@ -53,3 +53,26 @@ def test_bm25_prefers_documents_with_rarer_shared_terms() -> None:
 
 def test_query_terms_drop_stop_words_and_repeats() -> None:
     assert query_terms("What is the user's favourite BAND? band!") == ["user", "s", "favourite", "band"]
+
+
+def test_fts5_match_reads_web_search_syntax() -> None:
+    from contextiq.core.search.keyword import fts5_match
+
+    assert fts5_match("Where did the user go?") == '"user" OR "go"'
+    assert fts5_match('"dark mode" setting') == '"setting" OR "dark mode"'
+    assert fts5_match("dark -bike") == '("dark") NOT ("bike")'
+    assert fts5_match('coffee -"iced coffee"') == '("coffee") NOT ("iced coffee")'
+    assert fts5_match("to be or not") == '"to" OR "be" OR "or" OR "not"'  # only stop words: keep them
+    assert fts5_match('say "hi" "') == '"say" OR "hi"'
+    assert fts5_match("?! -") is None
+    assert fts5_match('ab"c') == '"ab" OR "c"'
+
+
+def test_tsquery_text_ors_wanted_terms_and_ands_out_unwanted_ones() -> None:
+    from contextiq.core.search.keyword import tsquery_text
+
+    assert tsquery_text("Where did the user go?") == "'where' | 'did' | 'the' | 'user' | 'go'"
+    assert tsquery_text('"dark mode" setting') == "('dark' <-> 'mode') | 'setting'"
+    assert tsquery_text("dark -bike") == "('dark') & !('bike')"
+    assert tsquery_text("-bike") is None
+    assert tsquery_text("it's O'Brien") == "'it' | 's' | 'o' | 'brien'"

@@ -2,13 +2,15 @@
 
 | dialect    | index                                                   | rank                                |
 |------------|---------------------------------------------------------|-------------------------------------|
-| PostgreSQL | GIN on `to_tsvector('english', col)`, pg_trgm GIN       | `ts_rank_cd`; trigram similarity    |
-|            |                                                         | when the query has no lexeme        |
+| PostgreSQL | GIN on `to_tsvector('english', col)`, pg_trgm GIN       | Okapi BM25 over the scope (SQL);    |
+|            |                                                         | trigram similarity without a lexeme |
 | SQLite     | FTS5 table `<table>_fts` (porter), synced by triggers   | `bm25()`                            |
 
 Queries have OR semantics: a memory that shares some words with the query ranks, more shared (and
-rarer) words rank higher. On PostgreSQL the query is parsed by `websearch_to_tsquery('english', q)`
-(quoted phrases and `-word` work), then its ANDs are turned into ORs. The indexes are made by the
+rarer) words rank higher (Okapi BM25 on both). Both dialects read web-search syntax
+(`parse_web_query`): `"quoted words"` must appear as a phrase and `-word` excludes; the query
+becomes `to_tsquery('english', …)` input on PostgreSQL (`tsquery_text`) and an FTS5 MATCH
+expression on SQLite (`fts5_match`). The indexes are made by the
 migrations from `sqlite_fts5_ddl` and `postgres_text_index_ddl`; `core/db/migrate.include_object`
 leaves objects named `*_fts`, `*_fts_*` and `*_trgm` out of schema comparisons.
 """
@@ -24,8 +26,8 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Float,
     Table,
-    Text,
     bindparam,
     cast,
     column,
@@ -33,19 +35,23 @@ from sqlalchemy import (
     literal_column,
     select,
     table,
+    true,
 )
-from sqlalchemy.dialects.postgresql import TSQUERY
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = [
     "STOPWORDS",
     "TextCollection",
     "bm25_scores",
+    "fts5_match",
     "keyword_search",
+    "parse_web_query",
     "postgres_text_index_ddl",
     "query_terms",
     "sqlite_fts5_ddl",
     "sqlite_fts5_drop_ddl",
+    "tsquery_text",
 ]
 
 # Words too common to carry meaning in a memory query (a short English list; FTS5 has none).
@@ -57,16 +63,33 @@ STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
 TRIGRAM_THRESHOLD = 0.1
+#: Okapi BM25 parameters (the usual ones, and FTS5's).
+BM25_K1 = 1.2
+BM25_B = 0.75
+#: Matching rows that BM25 scores on PostgreSQL (the best by `ts_rank_cd` when more match).
+BM25_MATCH_CAP = 2000
 
 
 @dataclass(frozen=True, slots=True)
 class TextCollection:
-    """A table with a searchable text column: `fts_table` is its SQLite FTS5 companion (rowid-aligned)."""
+    """A table with a searchable text column.
+
+    `fts_table` is its SQLite FTS5 companion (rowid-aligned); `tsvector_column` a stored
+    `to_tsvector('english', text)` column on PostgreSQL, made by a migration and not in the table's
+    metadata (None: the tsvector is computed at query time).
+    """
 
     table: Table
     id_column: str
     text_column: str
     fts_table: str
+    tsvector_column: str | None = None
+
+    def tsvector(self) -> ColumnElement[Any]:
+        """The rows' tsvector on PostgreSQL: the stored column, or the expression it stores."""
+        if self.tsvector_column is not None:
+            return literal_column(f"{self.table.name}.{self.tsvector_column}", type_=TSVECTOR)
+        return func.to_tsvector(literal_column("'english'"), self.table.c[self.text_column])
 
 
 def query_terms(query: str) -> list[str]:
@@ -100,37 +123,90 @@ async def _postgres(
     column = c.table.c[c.text_column]
     ident = c.table.c[c.id_column]
     english: ColumnElement[Any] = literal_column("'english'")
-    # AND → OR; phrases (<->) and negations (!) of the websearch syntax are kept.
-    parsed = func.websearch_to_tsquery(english, bindparam("keyword_query", query))
-    tsquery = cast(func.replace(cast(parsed, Text), " & ", " | "), TSQUERY)
-    if await session.scalar(select(func.numnode(parsed))):
-        document = func.to_tsvector(english, column)
-        rank = func.ts_rank_cd(document, tsquery)
-        stmt = (
-            select(ident, rank.label("score"))
-            .where(document.op("@@")(tsquery), *where)
-            .order_by(rank.desc(), ident)
-            .limit(limit)
+    text = tsquery_text(query)
+    if text is None:
+        return []
+    tsquery = func.to_tsquery(english, bindparam("keyword_query", text))
+    found = await _postgres_bm25(session, c, query, tsquery, where, limit)
+    if found or await session.scalar(select(func.numnode(tsquery))):
+        return found
+    # Only stop words or symbols (the query has no lexeme): trigram similarity (pg_trgm).
+    similarity = func.similarity(column, bindparam("keyword_text", query))
+    stmt = (
+        select(ident, similarity.label("score"))
+        .where(similarity > TRIGRAM_THRESHOLD, *where)
+        .order_by(similarity.desc(), ident)
+        .limit(limit)
+    )
+    return [(row[0], float(row[1])) for row in (await session.execute(stmt)).all()]
+
+
+async def _postgres_bm25(
+    session: AsyncSession,
+    c: TextCollection,
+    query: str,
+    tsquery: ColumnElement[Any],
+    where: Sequence[ColumnElement[bool]],
+    limit: int,
+) -> list[tuple[Any, float]]:
+    """Okapi BM25 in one statement, the statistics taken from the rows that `where` selects.
+
+    `ts_rank_cd` knows no document frequencies, so a common word counts as much as a rare one. Here
+    the matching rows (at most `BM25_MATCH_CAP`, best `ts_rank_cd` first) are unnested into postings
+    (lexeme, term frequency, document length in lexemes); a term's document frequency is its number
+    of postings (with OR semantics every row holding a query term matches), N is the number of rows
+    `where` selects and the average length is taken over the matching rows.
+    """
+    ident = c.table.c[c.id_column]
+    english: ColumnElement[Any] = literal_column("'english'")
+    document = c.tsvector()
+    matched = (
+        select(ident.label("id"), document.label("doc"))
+        .where(document.op("@@")(tsquery), *where)
+        .order_by(func.ts_rank_cd(document, tsquery).desc())
+        .limit(BM25_MATCH_CAP)
+        .cte("matched")
+    )
+    unnested = func.unnest(matched.c.doc).table_valued("lexeme", "positions", "weights").lateral("u")
+    lexemes = select(
+        func.unnest(func.tsvector_to_array(func.to_tsvector(english, bindparam("keyword_text", query))))
+    )
+    postings = (
+        select(
+            matched.c.id,
+            unnested.c.lexeme,
+            cast(func.cardinality(unnested.c.positions), Float).label("tf"),
+            cast(func.length(matched.c.doc), Float).label("dl"),
         )
-    else:
-        # Only stop words or symbols: fall back to trigram similarity (pg_trgm).
-        similarity = func.similarity(column, bindparam("keyword_text", query))
-        stmt = (
-            select(ident, similarity.label("score"))
-            .where(similarity > TRIGRAM_THRESHOLD, *where)
-            .order_by(similarity.desc(), ident)
-            .limit(limit)
-        )
+        .select_from(matched.join(unnested, true()))
+        .where(unnested.c.lexeme.in_(lexemes))
+        .cte("postings")
+    )
+    frequency = (
+        select(postings.c.lexeme, cast(func.count(), Float).label("df")).group_by(postings.c.lexeme).cte("df")
+    )
+    total = select(cast(func.count(), Float)).select_from(c.table).where(*where).scalar_subquery()
+    average = select(func.greatest(func.avg(cast(func.length(matched.c.doc), Float)), 1.0)).scalar_subquery()
+    idf = func.ln(1 + (func.greatest(total, frequency.c.df) - frequency.c.df + 0.5) / (frequency.c.df + 0.5))
+    tf = postings.c.tf
+    saturation = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * postings.c.dl / average))
+    score = func.sum(idf * saturation)
+    stmt = (
+        select(postings.c.id, score.label("score"))
+        .select_from(postings.join(frequency, frequency.c.lexeme == postings.c.lexeme))
+        .group_by(postings.c.id)
+        .order_by(score.desc(), postings.c.id)
+        .limit(limit)
+    )
     return [(row[0], float(row[1])) for row in (await session.execute(stmt)).all()]
 
 
 async def _sqlite(
     session: AsyncSession, c: TextCollection, query: str, where: Sequence[ColumnElement[bool]], limit: int
 ) -> list[tuple[Any, float]]:
-    terms = query_terms(query) or _WORD.findall(query.lower())
-    if not terms:
+    match = fts5_match(query)
+    if match is None:
         return []
-    match = " OR ".join('"' + term.replace('"', '""') + '"' for term in dict.fromkeys(terms))
     fts = table(c.fts_table, column("rowid"))
     ident = c.table.c[c.id_column]
     bm25: ColumnElement[float] = literal_column(f"bm25({c.fts_table})")  # lower is better; negated below
@@ -142,6 +218,68 @@ async def _sqlite(
         .limit(limit)
     )
     return [(row[0], float(row[1])) for row in (await session.execute(stmt)).all()]
+
+
+_QUERY_PART = re.compile(r'(-?)"([^"]*)"|(-?)([^\s"]+)')
+
+
+def parse_web_query(query: str) -> tuple[list[list[str]], list[list[str]]]:
+    """Split a web-search style query into wanted and unwanted word groups (lower-cased `\\w+` words).
+
+    Words are groups of one (`user's` is two); `"quoted words"` one group (a phrase); a leading `-`
+    makes a word or phrase unwanted (`-user's`: both words). An unclosed quote is ignored.
+    """
+    wanted: list[list[str]] = []
+    unwanted: list[list[str]] = []
+    for match in _QUERY_PART.finditer(query):
+        negated = bool(match.group(1) or match.group(3))
+        text = match.group(2) if match.group(2) is not None else match.group(4)
+        words = _WORD.findall(text.lower())
+        groups = [words] if match.group(2) is not None else [[w] for w in words]
+        (unwanted if negated else wanted).extend(g for g in groups if g)
+    return wanted, unwanted
+
+
+def fts5_match(query: str) -> str | None:
+    """Translate a web-search style query into an FTS5 MATCH expression (None: nothing to match).
+
+    Wanted words and phrases are ORed, unwanted ones excluded (`parse_web_query`). Stop words are
+    dropped unless the query has nothing else.
+    """
+    wanted, unwanted = parse_web_query(query)
+    phrases = [w for w in wanted if len(w) > 1]
+    singles = [w[0] for w in wanted if len(w) == 1]
+    useful = [w for w in singles if w not in STOPWORDS] or ([] if phrases else singles)
+    terms = [[w] for w in dict.fromkeys(useful)] + phrases
+    if not terms:
+        return None
+
+    def quoted(words: list[str]) -> str:
+        return '"' + " ".join(words) + '"'  # \\w+ words hold no double quote
+
+    expression = " OR ".join(quoted(t) for t in terms)
+    if unwanted:
+        expression = f"({expression}) NOT ({' OR '.join(quoted(t) for t in unwanted)})"
+    return expression
+
+
+def tsquery_text(query: str) -> str | None:
+    """Translate a web-search style query into `to_tsquery` input (None: nothing to match).
+
+    Wanted words and phrases (`<->`) are ORed, unwanted ones ANDed out: `(a | b | c <-> d) & !(e)`.
+    `to_tsquery('english', …)` stems the words and drops its stop words.
+    """
+    wanted, unwanted = parse_web_query(query)
+    if not wanted:
+        return None
+
+    def group(words: list[str]) -> str:
+        return "(" + " <-> ".join(f"'{w}'" for w in words) + ")" if len(words) > 1 else f"'{words[0]}'"
+
+    text = " | ".join(group(w) for w in wanted)
+    if unwanted:
+        text = f"({text}) & !({' | '.join(group(w) for w in unwanted)})"
+    return text
 
 
 def bm25_scores(query: str, documents: Sequence[str], *, k1: float = 1.2, b: float = 0.75) -> list[float]:
