@@ -10,6 +10,12 @@ on every query: 24 ms of a 48 ms hybrid retrieve in a 600-memory scope. PostgreS
 generated column, `fact_fts`, and the scope-led GIN index of 0004 is rebuilt over that column. The
 whole-table expression index of 0002 (`idx_memories_fact_fts`) served no query (every keyword query
 is scoped) and cost every write a second GIN update: it is dropped. SQLite's FTS5 table is unchanged.
+
+The embedding column's storage becomes PLAIN: a 384-float vector is 1.5 kB, so with a fact of a few
+hundred characters the row passed the 2 kB TOAST threshold and PostgreSQL moved the vector out of
+line, and every cosine distance of a scope search read it back from the TOAST table (4 buffers per
+row instead of 1). Vectors do not compress, so keeping them in the row costs nothing; long facts
+are still TOASTed. The table rewrite that adds `fact_fts` applies it to existing rows.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ def upgrade() -> None:
         return
     op.execute("DROP INDEX IF EXISTS idx_memories_scope_fts")
     op.execute("DROP INDEX IF EXISTS idx_memories_fact_fts")
+    op.execute("ALTER TABLE memories ALTER COLUMN embedding SET STORAGE PLAIN")
     op.execute(
         "ALTER TABLE memories ADD COLUMN IF NOT EXISTS fact_fts tsvector "
         "GENERATED ALWAYS AS (to_tsvector('english', fact)) STORED"
@@ -42,6 +49,7 @@ def downgrade() -> None:
         return
     op.execute("DROP INDEX IF EXISTS idx_memories_scope_fts")
     op.execute("ALTER TABLE memories DROP COLUMN IF EXISTS fact_fts")
+    op.execute("ALTER TABLE memories ALTER COLUMN embedding SET STORAGE EXTERNAL")
     op.execute("CREATE INDEX IF NOT EXISTS idx_memories_fact_fts ON memories USING GIN (to_tsvector('english', fact))")
     op.execute(
         "CREATE INDEX IF NOT EXISTS idx_memories_scope_fts ON memories "
