@@ -29,7 +29,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -57,6 +57,7 @@ from contextiq.core.search.query import time_windows
 from contextiq.core.search.rerank import (
     RERANK_DEPTH,
     SIMILARITY_DEPTH,
+    Timeline,
     TimelineCache,
     rerank,
     scope_timeline,
@@ -94,6 +95,9 @@ MEMORY_CACHE_TTL = 1800  # seed 000 §6.2
 SCOPE_CACHE_TTL = 1800  # seed 000 §6.3
 SCOPE_GENERATION_TTL = 7 * 86400
 SCOPE_CACHE_SIZE = 1000  # newest ids kept per scope
+BANK_CACHE_TTL = 300  # bank snapshots; every bank write replaces or tombstones its entry
+SCOPE_SCAN_CAP = 2000  # scopes up to this size are read whole by a hybrid query (PostgreSQL)
+DEFAULT_BANK_CACHE_TTL = 60  # the id of a tenant's bank named `default` (a rename drops it)
 TOMBSTONE_VERSION = 2**52  # above any revision: a purged memory is never cached again
 MAX_SCOPE_KEY_BYTES = 2400  # B-tree entries are limited to ~2.7 kB on PostgreSQL
 MAX_IMPORT_LINES = 10_000
@@ -133,6 +137,19 @@ def scope_hash(scope: Mapping[str, str]) -> str:
 
 def _memory_key(memory_id: UUID) -> str:
     return f"memory:{memory_id}"
+
+
+def _bank_key(tenant_id: UUID, bank_id: UUID) -> str:
+    return f"bank:{tenant_id}:{bank_id}"
+
+
+def _default_bank_key(tenant_id: UUID) -> str:
+    return f"bank_default:{tenant_id}"
+
+
+def _bank_version(bank: MemoryBank) -> int:
+    """A bank snapshot's cache version: its `updated_at` in microseconds (a later write wins)."""
+    return int(bank.updated_at.timestamp() * 1_000_000)
 
 
 def _scope_generation_key(tenant_id: UUID, scope: Mapping[str, str]) -> str:
@@ -265,6 +282,8 @@ class MemoryService:
         sql_index.register(MEMORY_VECTORS)
         self._sql_index = sql_index
         self._external = vector_index if vector_index is not None and not vector_index.row_backed else None
+        # pgvector rows: a hybrid query can read a small scope's similarities with its timeline.
+        self._scans_scope = self._external is None and sql_index.name == "pgvector"
 
     @property
     def embeddings(self) -> EmbeddingProvider:
@@ -313,19 +332,47 @@ class MemoryService:
         Opens its own transaction: call it before opening a write transaction, not inside one.
         """
         if bank_id is not None:
-            async with self._db.read() as db:
-                row = await MemoryStore(db).get_bank(tenant_id=tenant_id, bank_id=bank_id)
-            if row is None:
+            bank = await self._cached_bank(tenant_id, bank_id)
+            if bank is None:
                 raise NotFound("memory bank", bank_id)
-            return bank_model(row)
-        async with self._db.read() as db:
-            row = await MemoryStore(db).find_bank(tenant_id=tenant_id, name=DEFAULT_BANK)
-        if row is None:
-            async with self._db.write() as db:
-                row = await MemoryStore(db).ensure_bank(
-                    tenant_id=tenant_id, name=DEFAULT_BANK, values=self._default_bank_values()
-                )
+            return bank
+        found = await self._read_bank(tenant_id, None)
+        if found is not None:
+            return found
+        async with self._db.write() as db:
+            row = await MemoryStore(db).ensure_bank(
+                tenant_id=tenant_id, name=DEFAULT_BANK, values=self._default_bank_values()
+            )
         return bank_model(row)
+
+    async def _cached_bank(self, tenant_id: UUID, bank_id: UUID) -> MemoryBank | None:
+        """Return the tenant's bank `bank_id` (None if there is none), through the `bank:` cache.
+
+        Every bank write stores its new snapshot at a higher version (`_bank_version`) or a
+        tombstone, so a reader that read the row before the write cannot put the old one back.
+        """
+        key = _bank_key(tenant_id, bank_id)
+        raw = await self._cache.get(key)
+        if raw is not None:
+            value = json.loads(raw)
+            if value.get("tombstone"):
+                return None
+            return MemoryBank.model_validate(value)
+        async with self._db.read() as db:
+            row = await MemoryStore(db).get_bank(tenant_id=tenant_id, bank_id=bank_id)
+        if row is None:
+            return None
+        bank = bank_model(row)
+        await self._cache.set(key, bank.model_dump_json(), ttl=BANK_CACHE_TTL, version=_bank_version(bank))
+        return bank
+
+    async def _bank_written(self, tenant_id: UUID, bank: MemoryBank, *, renamed: bool = False) -> None:
+        """After a committed bank write: cache the new snapshot; a rename also forgets the default's id."""
+        await self._cache.set(
+            _bank_key(tenant_id, bank.id), bank.model_dump_json(), ttl=BANK_CACHE_TTL, version=_bank_version(bank)
+        )
+        if renamed:
+            await self._cache.delete(_default_bank_key(tenant_id))
 
     async def update_bank(self, *, tenant_id: UUID, bank_id: UUID, data: MemoryBankUpdate) -> MemoryBank:
         """Apply a partial update to a bank (existing memories are not re-checked)."""
@@ -338,6 +385,7 @@ class MemoryService:
             row = await store.get_bank(tenant_id=tenant_id, bank_id=bank_id)
             if row is None:
                 raise NotFound("memory bank", bank_id)
+            renamed = data.name is not None and data.name != row.name
             if data.name is not None and data.name != row.name:
                 if await store.find_bank(tenant_id=tenant_id, name=data.name) is not None:
                     raise Conflict(f"a memory bank named {data.name!r} exists already")
@@ -366,7 +414,9 @@ class MemoryService:
             row.updated_at = utcnow()
             with db_errors(f"a memory bank named {row.name!r} exists already"):
                 await store.flush()
-            return bank_model(row)
+            bank = bank_model(row)
+        await self._bank_written(tenant_id, bank, renamed=renamed)
+        return bank
 
     async def delete_bank(self, *, tenant_id: UUID, bank_id: UUID, force: bool = False) -> None:
         """Delete a bank; one that holds memories only with `force`, which deletes them too."""
@@ -380,6 +430,9 @@ class MemoryService:
                     f"memory bank {bank_id} holds {len(keys)} memories; delete with force=true to delete them too"
                 )
             await store.delete_bank(tenant_id=tenant_id, bank_id=bank_id)
+        tombstone = json.dumps({"tombstone": True})
+        await self._cache.set(_bank_key(tenant_id, bank_id), tombstone, ttl=BANK_CACHE_TTL, version=TOMBSTONE_VERSION)
+        await self._cache.delete(_default_bank_key(tenant_id))
         by_scope: dict[str, tuple[dict[str, str], list[UUID]]] = {}
         for memory_id, scope in keys:
             by_scope.setdefault(scope_key(scope), (scope, []))[1].append(memory_id)
@@ -929,6 +982,22 @@ class MemoryService:
             finally:
                 if embedding is not None and not embedding.done():
                     embedding.cancel()
+            timeline: Timeline[UUID] | None = None
+            timeline_key: Hashable = ()
+            if hybrid:
+                timeline, timeline_key = await self._cached_timeline(tenant_id, bank, request)
+                if timeline is None and vector is not None and self._scans_scope:
+                    # Small scope, no timeline cached: one statement reads the timeline and every
+                    # memory's similarity (what the vector search would compute anyway).
+                    scan = await store.scope_scan(
+                        where=where, vector=vector, model=self.embeddings.model, cap=SCOPE_SCAN_CAP
+                    )
+                    if scan is not None:
+                        config = bank.retrieval_config.rerank_config()
+                        timeline = Timeline.build(((i, t) for i, t, _ in scan), session_gap=config.session_gap)
+                        self._timelines.put(timeline_key, timeline)
+                        similar = sorted(((i, s) for i, _, s in scan if s is not None), key=lambda p: -p[1])
+                        vector = None  # the similarities are known
             if vector is not None:
                 partition = {
                     "tenant_id": str(tenant_id), "bank_id": str(bank.id), "scope_key": scope_key(request.scope)
@@ -947,7 +1016,9 @@ class MemoryService:
                 similar = [(UUID(h.id), h.score) for h in hits]
             ranked: list[tuple[UUID, float, dict[str, float]]] = []
             if hybrid:
-                ranked = await self._rerank(db, tenant_id, bank, request, query, where, similar, keyword, now)
+                ranked = await self._rerank(
+                    db, tenant_id, bank, request, query, where, similar, keyword, now, timeline, timeline_key
+                )
                 ids = [i for i, _, _ in ranked[: request.top_k]]
             else:
                 ids = list(dict.fromkeys([i for i, _ in similar] + [i for i, _ in keyword]))
@@ -976,18 +1047,14 @@ class MemoryService:
         similar: list[tuple[UUID, float]],
         keyword: list[tuple[UUID, float]],
         now: datetime,
+        timeline: Timeline[UUID] | None,
+        timeline_key: Hashable,
     ) -> list[tuple[UUID, float, dict[str, float]]]:
         """Hybrid: fuse the signals with neighbour, session and time context (core/search/rerank.py)."""
         config = bank.retrieval_config.rerank_config()
-        # The scope's generation moves on every write: a cached timeline is never stale. The bank's
-        # session gap cuts the timeline, so a changed gap makes a new one.
-        generation = await self._cache.get(_scope_generation_key(tenant_id, request.scope)) or "0"
-        key = (tenant_id, bank.id, scope_key(request.scope), generation, request.filters.model_dump_json(),
-               config.session_gap)
-        timeline = self._timelines.get(key)
         if timeline is None:
             timeline = await scope_timeline(db, table=MemoryRow.__table__, where=where, session_gap=config.session_gap)
-            self._timelines.put(key, timeline)
+            self._timelines.put(timeline_key, timeline)
         first = [i for i, _ in similar[:RERANK_DEPTH]] + [i for i, _ in keyword]
         candidates = timeline.around(first, config.radius)
         boosted = bool(request.recency_weight or request.confidence_weight)
@@ -1013,6 +1080,19 @@ class MemoryService:
             out.append((r.id, score, scores))
         out.sort(key=lambda t: -t[1])
         return out
+
+    async def _cached_timeline(
+        self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest
+    ) -> tuple[Timeline[UUID] | None, Hashable]:
+        """Return the scope's cached timeline (None if not cached) and the key to cache it under.
+
+        The scope's generation moves on every write: a cached timeline is never stale. The bank's
+        session gap cuts the timeline, so a changed gap makes a new one.
+        """
+        gap = bank.retrieval_config.rerank_config().session_gap
+        generation = await self._cache.get(_scope_generation_key(tenant_id, request.scope)) or "0"
+        key = (tenant_id, bank.id, scope_key(request.scope), generation, request.filters.model_dump_json(), gap)
+        return self._timelines.get(key), key
 
     def _rank(
         self,
@@ -1305,7 +1385,13 @@ class MemoryService:
                     "vector_size": provider.dimension or None,
                 }
                 row.updated_at = utcnow()
+                await db.flush()
+                written: MemoryBank | None = bank_model(row)
+            else:
+                written = None
             keys = await MemoryStore(db).bank_memory_keys(tenant_id=tenant_id, bank_id=bank.id)
+        if written is not None:
+            await self._bank_written(tenant_id, written)
         by_scope: dict[str, tuple[dict[str, str], list[UUID]]] = {}
         for memory_id, scope in keys:
             by_scope.setdefault(scope_key(scope), (scope, []))[1].append(memory_id)
@@ -1470,9 +1556,18 @@ class MemoryService:
         """Return a bank for a read: a given one (404 if not the tenant's), or the default one if it exists."""
         if bank_id is not None:
             return await self.get_bank(tenant_id=tenant_id, bank_id=bank_id)
+        pointer = _default_bank_key(tenant_id)
+        known = await self._cache.get(pointer)
+        if known is not None:
+            bank = await self._cached_bank(tenant_id, UUID(known))
+            if bank is not None and bank.name == DEFAULT_BANK:
+                return bank
         async with self._db.read() as db:
             row = await MemoryStore(db).find_bank(tenant_id=tenant_id, name=DEFAULT_BANK)
-        return bank_model(row) if row is not None else None
+        if row is None:
+            return None
+        await self._cache.set(pointer, str(row.id), ttl=DEFAULT_BANK_CACHE_TTL, version=0)
+        return bank_model(row)
 
     async def _read_bank_id(self, tenant_id: UUID, bank_id: UUID | None) -> UUID | None:
         bank = await self._read_bank(tenant_id, bank_id)

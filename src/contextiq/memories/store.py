@@ -11,11 +11,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+import numpy as np
+from sqlalchemy import ColumnElement, Float, and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from contextiq.core.db.helpers import insert_ignore
+from contextiq.core.db.types import Embedding
 from contextiq.core.search.base import Hit, SqlVectorIndex, VectorFilter
 from contextiq.core.search.keyword import TextCollection, keyword_search
 from contextiq.core.types import JSON
@@ -114,6 +116,33 @@ class MemoryStore:
             # Serializes writers of one memory on PostgreSQL (revision numbers); SQLite has one writer.
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return await self._db.scalar(stmt)
+
+    async def scope_scan(
+        self, *, where: Sequence[ColumnElement[bool]], vector: np.ndarray, model: str, cap: int
+    ) -> list[tuple[UUID, datetime, float | None]] | None:
+        """Return every memory matching `where` as (id, time, cosine similarity to `vector`), in time order.
+
+        PostgreSQL (pgvector) only. Time is the event time, else the creation time; the similarity
+        is None for a memory without a vector of `model`. None when more than `cap` memories match.
+        """
+        when = func.coalesce(MemoryRow.event_time, MemoryRow.created_at)
+        query = bindparam("scan_vector", np.asarray(vector, dtype=np.float32), type_=Embedding())
+        usable = and_(
+            MemoryRow.embedding.is_not(None),
+            MemoryRow.embedding_model == model,
+            func.vector_dims(MemoryRow.embedding) == len(vector),
+        )
+        similarity = case((usable, 1 - MemoryRow.embedding.op("<=>", return_type=Float)(query)), else_=None)
+        stmt = (
+            select(MemoryRow.id, when, similarity)
+            .where(*where)
+            .order_by(when, MemoryRow.created_at, MemoryRow.id)
+            .limit(cap + 1)
+        )
+        rows = (await self._db.execute(stmt)).all()
+        if len(rows) > cap:
+            return None
+        return [(r[0], r[1], None if r[2] is None else float(r[2])) for r in rows]
 
     async def get_many(self, *, tenant_id: UUID, ids: Sequence[UUID], embedding: bool = True) -> list[MemoryRow]:
         """Return the tenant's memories among `ids` (any order); `embedding=False` leaves the vector unloaded."""

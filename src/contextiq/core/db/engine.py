@@ -3,7 +3,9 @@
 SQLite allows one writer at a time. Writers use `BEGIN IMMEDIATE` (so a transaction never has to
 upgrade its lock half-way, which is where "database is locked" comes from) through a one-connection
 pool, so in-process writers queue for the pool instead of spinning on the file lock; readers use
-their own pool and, in WAL mode, never wait for the writer. PostgreSQL uses one pool for both.
+their own pool and, in WAL mode, never wait for the writer. PostgreSQL uses one pool for both; its
+reads run in autocommit mode (no BEGIN/COMMIT round trips; READ COMMITTED gives each statement its
+own snapshot either way).
 """
 
 from __future__ import annotations
@@ -49,7 +51,12 @@ class Database:
                 kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=60)
             self.engine = create_async_engine(url, **kwargs)
             self._write_engine = self.engine
-        self._reader = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        reads: AsyncEngine = self.engine
+        if self.dialect == "postgresql":
+            # Reads need no BEGIN/COMMIT: under READ COMMITTED each statement takes its own snapshot
+            # in a transaction too, so autocommit reads see the same data and save two round trips.
+            reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._reader = async_sessionmaker(reads, expire_on_commit=False, autoflush=False)
         self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False, autoflush=False)
 
     @property
