@@ -470,3 +470,54 @@ async def test_keyword_search_keeps_phrases_negations_and_scope(runtime: Runtime
     )
     assert [r.memory.id for r in negated.memories] == [near]
     assert other not in [r.memory.id for r in negated.memories]
+
+
+async def test_hybrid_scope_scan_ranks_as_the_indexed_path_does(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL reads a small scope in one statement (`scope_scan`); a big one, and SQLite, go
+    # through the indexes. Both must give the same answers, filters included.
+    base = utcnow() - timedelta(days=3)
+    for k, (fact, topic) in enumerate(FACTS):
+        await _add(runtime, tenant, fact, topic, confidence=0.5 + (k % 5) / 10, event_time=base + timedelta(hours=k))
+    gone = await _add(runtime, tenant, "I prefer coffee in the dark.", event_time=base)
+    await runtime.memories.delete_memory(tenant_id=tenant.id, memory_id=gone)
+    requests = [
+        _retrieve("What coffee does the user prefer?"),
+        _retrieve("dark mode and planes", filters=RetrieveFilters(topics=["USER_PREFERENCES"])),
+        _retrieve("what about work", filters=RetrieveFilters(min_confidence=0.7)),
+        _retrieve("trips and flights", filters=RetrieveFilters(
+            event_time_after=base + timedelta(hours=5), event_time_before=base + timedelta(hours=15))),
+        _retrieve("to be or not"),  # only stop words
+    ]
+    service = runtime.memories
+
+    async def answers() -> list[list[tuple[UUID, float]]]:
+        out = []
+        for request in requests:
+            found = await service.retrieve_memories(tenant_id=tenant.id, request=request)
+            out.append([(r.memory.id, round(r.score, 6)) for r in found.memories])
+        return out
+
+    scanned = await answers()
+    assert all(gone not in [i for i, _ in a] for a in scanned)
+    assert scanned[0] and all(len(a) <= 10 for a in scanned)
+    monkeypatch.setattr(service, "_scans_scope", False)
+    service._timelines = memory_service.TimelineCache()
+    assert await answers() == scanned
+    monkeypatch.setattr(service, "_scans_scope", runtime.db.is_postgres)
+    monkeypatch.setattr(memory_service, "SCOPE_SCAN_CAP", 3)  # the scope is now "big": indexed path
+    service._timelines = memory_service.TimelineCache()
+    assert await answers() == scanned
+
+
+async def test_min_confidence_keeps_a_memory_exactly_at_the_bound(runtime: Runtime, tenant: Tenant) -> None:
+    # PostgreSQL keeps confidence as a 4-byte REAL: 0.7 must still pass `min_confidence: 0.7`.
+    at = await _add(runtime, tenant, "I swim every morning.", confidence=0.7)
+    below = await _add(runtime, tenant, "I swim on Sundays.", confidence=0.69)
+    for mode in ("similarity", "keyword", "hybrid"):
+        found = await runtime.memories.retrieve_memories(
+            tenant_id=tenant.id, request=_retrieve("swim", mode=mode, filters=RetrieveFilters(min_confidence=0.7))
+        )
+        assert [r.memory.id for r in found.memories] == [at], mode
+    assert below != at

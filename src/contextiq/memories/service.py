@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,7 +86,7 @@ from contextiq.memories.models import (
     TtlKind,
     parse_duration,
 )
-from contextiq.memories.store import VECTOR_COLLECTION, MemoryStore, in_scope, live, merge_patch
+from contextiq.memories.store import VECTOR_COLLECTION, MemoryStore, ScanFilters, in_scope, live, merge_patch
 from contextiq.memories.tables import MemoryBankRow, MemoryRevisionRow, MemoryRow
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ SCOPE_GENERATION_TTL = 7 * 86400
 SCOPE_CACHE_SIZE = 1000  # newest ids kept per scope
 BANK_CACHE_TTL = 300  # bank snapshots; every bank write replaces or tombstones its entry
 SCOPE_SCAN_CAP = 2000  # scopes up to this size are read whole by a hybrid query (PostgreSQL)
+BIG_SCOPE_TTL = 600.0  # seconds a scope found larger than that is searched the indexed way
 DEFAULT_BANK_CACHE_TTL = 60  # the id of a tenant's bank named `default` (a rename drops it)
 TOMBSTONE_VERSION = 2**52  # above any revision: a purged memory is never cached again
 MAX_SCOPE_KEY_BYTES = 2400  # B-tree entries are limited to ~2.7 kB on PostgreSQL
@@ -282,8 +284,9 @@ class MemoryService:
         sql_index.register(MEMORY_VECTORS)
         self._sql_index = sql_index
         self._external = vector_index if vector_index is not None and not vector_index.row_backed else None
-        # pgvector rows: a hybrid query can read a small scope's similarities with its timeline.
+        # pgvector rows: a hybrid query reads a small scope whole in one statement (`scope_scan`).
         self._scans_scope = self._external is None and sql_index.name == "pgvector"
+        self._big_scopes: dict[tuple[UUID, UUID, str], float] = {}
 
     @property
     def embeddings(self) -> EmbeddingProvider:
@@ -974,30 +977,49 @@ class MemoryService:
         keyword: list[tuple[UUID, float]] = []
         async with self._db.read() as db:
             store = MemoryStore(db)
+            timeline: Timeline[UUID] | None = None
+            timeline_key: Hashable = ()
+            scanned = False
             try:
-                if request.mode != "similarity":
+                if hybrid:
+                    timeline, timeline_key = await self._cached_timeline(tenant_id, bank, request)
+                    if embedding is not None and self._scans_scope and not self._is_big_scope(tenant_id, bank, request):
+                        # A small scope is read whole in one statement: timeline, similarities, keyword scores.
+                        vector = await embedding
+                        scan = await store.scope_scan(
+                            tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
+                            filters=ScanFilters(
+                                request.filters.topics,
+                                None if request.filters.min_confidence is None
+                                else _confidence_floor(request.filters.min_confidence),
+                                request.filters.event_time_after, request.filters.event_time_before,
+                            ),
+                            vector=vector, model=self.embeddings.model, query=query, cap=SCOPE_SCAN_CAP,
+                        )
+                        if scan is None:
+                            self._mark_big_scope(tenant_id, bank, request)
+                        else:
+                            scanned, vector = True, None  # the similarities are known
+                            found, lexical = scan
+                            if timeline is None:
+                                gap = bank.retrieval_config.rerank_config().session_gap
+                                timeline = Timeline.build(((r.id, r.time) for r in found), session_gap=gap)
+                                self._timelines.put(timeline_key, timeline)
+                            similar = sorted(
+                                ((r.id, r.similarity) for r in found if r.similarity is not None), key=lambda p: -p[1]
+                            )
+                            keyword = sorted(
+                                ((r.id, r.keyword) for r in found if r.keyword is not None), key=lambda p: -p[1]
+                            )[:depth]
+                            if not keyword and not lexical:  # only stop words: the trigram fallback
+                                keyword = await store.keyword_search(query=query, where=where, limit=depth)
+                if not scanned and request.mode != "similarity":
                     keyword = await store.keyword_search(query=query, where=where, limit=depth)
-                if embedding is not None:
+                if not scanned and embedding is not None:
                     vector = await embedding
             finally:
                 if embedding is not None and not embedding.done():
                     embedding.cancel()
-            timeline: Timeline[UUID] | None = None
-            timeline_key: Hashable = ()
-            if hybrid:
-                timeline, timeline_key = await self._cached_timeline(tenant_id, bank, request)
-                if timeline is None and vector is not None and self._scans_scope:
-                    # Small scope, no timeline cached: one statement reads the timeline and every
-                    # memory's similarity (what the vector search would compute anyway).
-                    scan = await store.scope_scan(
-                        where=where, vector=vector, model=self.embeddings.model, cap=SCOPE_SCAN_CAP
-                    )
-                    if scan is not None:
-                        config = bank.retrieval_config.rerank_config()
-                        timeline = Timeline.build(((i, t) for i, t, _ in scan), session_gap=config.session_gap)
-                        self._timelines.put(timeline_key, timeline)
-                        similar = sorted(((i, s) for i, _, s in scan if s is not None), key=lambda p: -p[1])
-                        vector = None  # the similarities are known
             if vector is not None:
                 partition = {
                     "tenant_id": str(tenant_id), "bank_id": str(bank.id), "scope_key": scope_key(request.scope)
@@ -1080,6 +1102,22 @@ class MemoryService:
             out.append((r.id, score, scores))
         out.sort(key=lambda t: -t[1])
         return out
+
+    def _is_big_scope(self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest) -> bool:
+        """Whether a recent scope scan found more than `SCOPE_SCAN_CAP` memories here (then: no scan)."""
+        key = (tenant_id, bank.id, scope_key(request.scope))
+        seen = self._big_scopes.get(key)
+        if seen is None:
+            return False
+        if time.monotonic() - seen > BIG_SCOPE_TTL:
+            del self._big_scopes[key]
+            return False
+        return True
+
+    def _mark_big_scope(self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest) -> None:
+        self._big_scopes[(tenant_id, bank.id, scope_key(request.scope))] = time.monotonic()
+        while len(self._big_scopes) > 10_000:
+            self._big_scopes.pop(next(iter(self._big_scopes)))
 
     async def _cached_timeline(
         self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest
@@ -1206,7 +1244,7 @@ class MemoryService:
         if f.topics:
             where.append(MemoryRevisionRow.topic.in_(f.topics))
         if f.min_confidence is not None:
-            where.append(MemoryRevisionRow.confidence >= f.min_confidence)
+            where.append(MemoryRevisionRow.confidence >= _confidence_floor(f.min_confidence))
         if f.event_time_after is not None:
             where.append(MemoryRow.event_time >= f.event_time_after)
         if f.event_time_before is not None:
@@ -1475,7 +1513,7 @@ class MemoryService:
         at_least: dict[str, float | datetime] = {}
         before: dict[str, float | datetime] = {}
         if f.min_confidence is not None:
-            at_least["confidence"] = f.min_confidence
+            at_least["confidence"] = _confidence_floor(f.min_confidence)
         if f.event_time_after is not None:
             at_least["event_time"] = as_utc(f.event_time_after)
         if f.event_time_before is not None:
@@ -1494,7 +1532,7 @@ class MemoryService:
         if f.topics:
             where.append(MemoryRow.topic.in_(f.topics))
         if f.min_confidence is not None:
-            where.append(MemoryRow.confidence >= f.min_confidence)
+            where.append(MemoryRow.confidence >= _confidence_floor(f.min_confidence))
         if f.event_time_after is not None:
             where.append(MemoryRow.event_time >= f.event_time_after)
         if f.event_time_before is not None:
@@ -1572,6 +1610,12 @@ class MemoryService:
     async def _read_bank_id(self, tenant_id: UUID, bank_id: UUID | None) -> UUID | None:
         bank = await self._read_bank(tenant_id, bank_id)
         return bank.id if bank is not None else None
+
+
+def _confidence_floor(minimum: float) -> float:
+    """The bound that `confidence >= minimum` compares with: a hair lower, because PostgreSQL stores
+    confidence as a 4-byte REAL (0.7 is kept as 0.69999999) and compares it with the 8-byte 0.7."""
+    return minimum - 1e-6
 
 
 def _expired(row: MemoryRow, now: datetime) -> bool:

@@ -7,21 +7,90 @@ conditions. A memory is *live* at `now` when it is not deleted and not expired.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import numpy as np
-from sqlalchemy import ColumnElement, Float, and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from contextiq.core.db.helpers import insert_ignore
 from contextiq.core.db.types import Embedding
 from contextiq.core.search.base import Hit, SqlVectorIndex, VectorFilter
-from contextiq.core.search.keyword import TextCollection, keyword_search
+from contextiq.core.search.keyword import BM25_B, BM25_K1, TextCollection, keyword_search, tsquery_text
 from contextiq.core.types import JSON
 from contextiq.memories.tables import FTS_TABLE, MemoryBankRow, MemoryRevisionRow, MemoryRow
+
+
+@dataclass(frozen=True, slots=True)
+class ScanFilters:
+    """The optional filters of a scope scan (all None: every live memory)."""
+
+    topics: Sequence[str] | None = None
+    min_confidence: float | None = None
+    event_time_after: datetime | None = None
+    event_time_before: datetime | None = None
+
+
+class ScopeRow(NamedTuple):
+    """One memory of a scope scan."""
+
+    id: UUID
+    time: datetime
+    similarity: float | None
+    keyword: float | None
+
+
+# One round trip for a hybrid query on a small scope: the scope's live memories in time order (the
+# timeline), each with its cosine similarity and its Okapi BM25 score (statistics over the scope;
+# the same formula as core/search/keyword.py). A plain SQL string, so the driver reuses its
+# prepared statement and no query is built per call.
+PG_SCOPE_SCAN = text(
+    """
+WITH scope AS MATERIALIZED (
+    SELECT m.id, COALESCE(m.event_time, m.created_at) AS t, m.created_at AS c, m.fact_fts AS doc,
+           CASE WHEN m.embedding IS NOT NULL AND m.embedding_model = :model
+                     AND vector_dims(m.embedding) = :dims
+                THEN 1 - (m.embedding <=> :vector) END AS sim
+    FROM memories m
+    WHERE m.tenant_id = :tenant_id AND m.bank_id = :bank_id AND m.scope_key = :scope_key
+      AND NOT m.is_deleted AND (m.expires_at IS NULL OR m.expires_at > :now)
+      AND (CAST(:topics AS text[]) IS NULL OR m.topic = ANY(CAST(:topics AS text[])))
+      AND (CAST(:min_confidence AS float8) IS NULL OR m.confidence >= CAST(:min_confidence AS float8))
+      AND (CAST(:after AS timestamptz) IS NULL OR m.event_time >= CAST(:after AS timestamptz))
+      AND (CAST(:before AS timestamptz) IS NULL OR m.event_time < CAST(:before AS timestamptz))
+    ORDER BY t, c, m.id
+    LIMIT :cap
+),
+matched AS (
+    SELECT s.id, s.doc FROM scope s
+    WHERE :has_words AND s.doc @@ to_tsquery('english', :tsquery)
+),
+postings AS (
+    SELECT mt.id, u.lexeme, cardinality(u.positions)::float8 AS tf, length(mt.doc)::float8 AS dl
+    FROM matched mt, unnest(mt.doc) u
+    WHERE u.lexeme = ANY(tsvector_to_array(to_tsvector('english', :query_text)))
+),
+df AS (SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme),
+stats AS (
+    SELECT (SELECT count(*) FROM scope)::float8 AS n,
+           GREATEST((SELECT avg(length(doc)) FROM matched), 1)::float8 AS avgdl
+),
+kw AS (
+    SELECT p.id,
+           sum(ln(1 + (GREATEST(st.n, d.df) - d.df + 0.5) / (d.df + 0.5))
+               * p.tf * (:k1 + 1) / (p.tf + :k1 * (1 - :b + :b * p.dl / st.avgdl))) AS score
+    FROM postings p JOIN df d USING (lexeme) CROSS JOIN stats st
+    GROUP BY p.id
+)
+SELECT s.id, s.t, s.sim, kw.score,
+       CASE WHEN :has_words THEN numnode(to_tsquery('english', :tsquery)) ELSE 0 END AS nodes
+FROM scope s LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
+"""
+).bindparams(bindparam("vector", type_=Embedding()))
 
 MEMORY_TEXT = TextCollection(
     table=MemoryRow.__table__,  # type: ignore[arg-type]
@@ -118,31 +187,53 @@ class MemoryStore:
         return await self._db.scalar(stmt)
 
     async def scope_scan(
-        self, *, where: Sequence[ColumnElement[bool]], vector: np.ndarray, model: str, cap: int
-    ) -> list[tuple[UUID, datetime, float | None]] | None:
-        """Return every memory matching `where` as (id, time, cosine similarity to `vector`), in time order.
+        self,
+        *,
+        tenant_id: UUID,
+        bank_id: UUID,
+        scope_key: str,
+        now: datetime,
+        filters: ScanFilters,
+        vector: np.ndarray,
+        model: str,
+        query: str,
+        cap: int,
+    ) -> tuple[list[ScopeRow], bool] | None:
+        """Read a whole scope for a hybrid query in one statement (PostgreSQL): `PG_SCOPE_SCAN`.
 
-        PostgreSQL (pgvector) only. Time is the event time, else the creation time; the similarity
-        is None for a memory without a vector of `model`. None when more than `cap` memories match.
+        Returns every live memory of the scope that passes `filters`, in time order, with its cosine
+        similarity to `vector` (None without a vector of `model`) and its BM25 score for `query`
+        (None when it matches no word), and whether the query has a lexeme (False: only stop words
+        or symbols); None when more than `cap` memories match.
         """
-        when = func.coalesce(MemoryRow.event_time, MemoryRow.created_at)
-        query = bindparam("scan_vector", np.asarray(vector, dtype=np.float32), type_=Embedding())
-        usable = and_(
-            MemoryRow.embedding.is_not(None),
-            MemoryRow.embedding_model == model,
-            func.vector_dims(MemoryRow.embedding) == len(vector),
-        )
-        similarity = case((usable, 1 - MemoryRow.embedding.op("<=>", return_type=Float)(query)), else_=None)
-        stmt = (
-            select(MemoryRow.id, when, similarity)
-            .where(*where)
-            .order_by(when, MemoryRow.created_at, MemoryRow.id)
-            .limit(cap + 1)
-        )
-        rows = (await self._db.execute(stmt)).all()
+        text_query = tsquery_text(query)
+        params = {
+            "tenant_id": tenant_id,
+            "bank_id": bank_id,
+            "scope_key": scope_key,
+            "now": now,
+            "topics": list(filters.topics) if filters.topics else None,
+            "min_confidence": filters.min_confidence,
+            "after": filters.event_time_after,
+            "before": filters.event_time_before,
+            "model": model,
+            "dims": len(vector),
+            "vector": np.asarray(vector, dtype=np.float32),
+            "tsquery": text_query or "",
+            "has_words": text_query is not None,
+            "query_text": query,
+            "cap": cap + 1,
+            "k1": BM25_K1,
+            "b": BM25_B,
+        }
+        rows = (await self._db.execute(PG_SCOPE_SCAN, params)).all()
         if len(rows) > cap:
             return None
-        return [(r[0], r[1], None if r[2] is None else float(r[2])) for r in rows]
+        scan = [
+            ScopeRow(r[0], r[1], None if r[2] is None else float(r[2]), None if r[3] is None else float(r[3]))
+            for r in rows
+        ]
+        return scan, bool(rows and rows[0][4])
 
     async def get_many(self, *, tenant_id: UUID, ids: Sequence[UUID], embedding: bool = True) -> list[MemoryRow]:
         """Return the tenant's memories among `ids` (any order); `embedding=False` leaves the vector unloaded."""
