@@ -968,8 +968,15 @@ class MemoryService:
         depth = request.top_k if request.mode != "hybrid" else max(request.top_k * 3, 30)
         if hybrid:
             depth = max(request.top_k, RERANK_DEPTH)
-        where = [*in_scope(tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope))]
-        where += self._filter_clauses(request.filters, now)
+        built: list[ColumnElement[bool]] = []
+
+        def where() -> list[ColumnElement[bool]]:
+            """The scope and filter conditions, built on first use (a scope scan needs none)."""
+            if not built:
+                built.extend(in_scope(tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope)))
+                built.extend(self._filter_clauses(request.filters, now))
+            return built
+
         # The query is embedded (in a worker thread) while the keyword search runs.
         embedding = asyncio.ensure_future(self.embeddings.embed_one(query)) if request.mode != "keyword" else None
         vector: np.ndarray | None = None
@@ -1012,9 +1019,9 @@ class MemoryService:
                                 ((r.id, r.keyword) for r in found if r.keyword is not None), key=lambda p: -p[1]
                             )[:depth]
                             if not keyword and not lexical:  # only stop words: the trigram fallback
-                                keyword = await store.keyword_search(query=query, where=where, limit=depth)
+                                keyword = await store.keyword_search(query=query, where=where(), limit=depth)
                 if not scanned and request.mode != "similarity":
-                    keyword = await store.keyword_search(query=query, where=where, limit=depth)
+                    keyword = await store.keyword_search(query=query, where=where(), limit=depth)
                 if not scanned and embedding is not None:
                     vector = await embedding
             finally:
@@ -1065,7 +1072,7 @@ class MemoryService:
         bank: MemoryBank,
         request: RetrieveRequest,
         query: str,
-        where: Sequence[ColumnElement[bool]],
+        where: Callable[[], Sequence[ColumnElement[bool]]],
         similar: list[tuple[UUID, float]],
         keyword: list[tuple[UUID, float]],
         now: datetime,
@@ -1075,7 +1082,9 @@ class MemoryService:
         """Hybrid: fuse the signals with neighbour, session and time context (core/search/rerank.py)."""
         config = bank.retrieval_config.rerank_config()
         if timeline is None:
-            timeline = await scope_timeline(db, table=MemoryRow.__table__, where=where, session_gap=config.session_gap)
+            timeline = await scope_timeline(
+                db, table=MemoryRow.__table__, where=where(), session_gap=config.session_gap
+            )
             self._timelines.put(timeline_key, timeline)
         first = [i for i, _ in similar[:RERANK_DEPTH]] + [i for i, _ in keyword]
         candidates = timeline.around(first, config.radius)
