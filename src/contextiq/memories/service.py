@@ -991,35 +991,18 @@ class MemoryService:
                 if hybrid:
                     timeline, timeline_key = await self._cached_timeline(tenant_id, bank, request)
                     if embedding is not None and self._scans_scope and not self._is_big_scope(tenant_id, bank, request):
-                        # A small scope is read whole in one statement: timeline, similarities, keyword scores.
                         vector = await embedding
-                        scan = await store.scope_scan(
-                            tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
-                            filters=ScanFilters(
-                                request.filters.topics,
-                                None if request.filters.min_confidence is None
-                                else _confidence_floor(request.filters.min_confidence),
-                                request.filters.event_time_after, request.filters.event_time_before,
-                            ),
-                            vector=vector, model=self.embeddings.model, query=query, cap=SCOPE_SCAN_CAP,
-                        )
-                        if scan is None:
-                            self._mark_big_scope(tenant_id, bank, request)
-                        else:
+                        scan = await self._scan_scope(store, tenant_id, bank, request, query, vector, now, depth)
+                        if scan is not None:
                             scanned, vector = True, None  # the similarities are known
-                            found, lexical = scan
+                            found, similar, matched = scan
                             if timeline is None:
-                                gap = bank.retrieval_config.rerank_config().session_gap
-                                timeline = Timeline.build(((r.id, r.time) for r in found), session_gap=gap)
+                                timeline = found
                                 self._timelines.put(timeline_key, timeline)
-                            similar = sorted(
-                                ((r.id, r.similarity) for r in found if r.similarity is not None), key=lambda p: -p[1]
+                            # None: only stop words in the query, the trigram fallback ranks.
+                            keyword = matched if matched is not None else await store.keyword_search(
+                                query=query, where=where(), limit=depth
                             )
-                            keyword = sorted(
-                                ((r.id, r.keyword) for r in found if r.keyword is not None), key=lambda p: -p[1]
-                            )[:depth]
-                            if not keyword and not lexical:  # only stop words: the trigram fallback
-                                keyword = await store.keyword_search(query=query, where=where(), limit=depth)
                 if not scanned and request.mode != "similarity":
                     keyword = await store.keyword_search(query=query, where=where(), limit=depth)
                 if not scanned and embedding is not None:
@@ -1112,6 +1095,38 @@ class MemoryService:
         out.sort(key=lambda t: -t[1])
         return out
 
+    async def _scan_scope(
+        self,
+        store: MemoryStore,
+        tenant_id: UUID,
+        bank: MemoryBank,
+        request: RetrieveRequest,
+        query: str,
+        vector: np.ndarray,
+        now: datetime,
+        depth: int,
+    ) -> tuple[Timeline[UUID], list[tuple[UUID, float]], list[tuple[UUID, float]] | None] | None:
+        """Read a small scope whole in one statement (PostgreSQL): its timeline, every memory's
+        similarity, the keyword hits (None when the query has no lexeme); None for a big scope."""
+        f = request.filters
+        floor = None if f.min_confidence is None else _confidence_floor(f.min_confidence)
+        scan = await store.scope_scan(
+            tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
+            filters=ScanFilters(f.topics, floor, f.event_time_after, f.event_time_before),
+            vector=vector, model=self.embeddings.model, query=query, cap=SCOPE_SCAN_CAP,
+        )
+        if scan is None:
+            self._big_scopes[(tenant_id, bank.id, scope_key(request.scope))] = time.monotonic()
+            while len(self._big_scopes) > 10_000:
+                self._big_scopes.pop(next(iter(self._big_scopes)))
+            return None
+        found, lexical = scan
+        gap = bank.retrieval_config.rerank_config().session_gap
+        timeline = Timeline.build(((r.id, r.time) for r in found), session_gap=gap)
+        similar = sorted(((r.id, r.similarity) for r in found if r.similarity is not None), key=lambda p: -p[1])
+        keyword = sorted(((r.id, r.keyword) for r in found if r.keyword is not None), key=lambda p: -p[1])[:depth]
+        return timeline, similar, keyword if keyword or lexical else None
+
     def _is_big_scope(self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest) -> bool:
         """Whether a recent scope scan found more than `SCOPE_SCAN_CAP` memories here (then: no scan)."""
         key = (tenant_id, bank.id, scope_key(request.scope))
@@ -1122,11 +1137,6 @@ class MemoryService:
             del self._big_scopes[key]
             return False
         return True
-
-    def _mark_big_scope(self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest) -> None:
-        self._big_scopes[(tenant_id, bank.id, scope_key(request.scope))] = time.monotonic()
-        while len(self._big_scopes) > 10_000:
-            self._big_scopes.pop(next(iter(self._big_scopes)))
 
     async def _cached_timeline(
         self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest
