@@ -57,6 +57,11 @@ def test_add_list_get_search_history_export_import_reembed(cli: CliRunner, tmp_p
     found = json.loads(_ok(cli, "search", "food allergy", "--scope", "user_id=u1", "--json"))
     assert found["memories"][0]["memory"]["fact"] == "I am allergic to peanuts."
     assert "score" in _ok(cli, "search", "dark theme", "--scope", "user_id=u1")  # a table
+    keyword = json.loads(_ok(cli, "search", "peanuts", "--scope", "user_id=u1", "--mode", "keyword", "--json"))
+    assert [r["memory"]["fact"] for r in keyword["memories"]] == ["I am allergic to peanuts."]
+    assert set(keyword["memories"][0]["scores"]) == {"keyword"}  # not the bank's default (hybrid)
+    bad_mode = cli.invoke(app, ["search", "x", "--scope", "user_id=u1", "--mode", "fuzzy"])
+    assert bad_mode.exit_code != 0 and "--mode" in bad_mode.output
     history = json.loads(_ok(cli, "history", added["id"], "--json"))
     assert [r["action"] for r in history] == ["CREATED"]
 

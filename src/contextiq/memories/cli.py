@@ -114,19 +114,21 @@ def search(
     query: Annotated[str, typer.Argument(help="What to look for; empty for the newest memories.")],
     scope: ScopeOpt = None,
     bank: BankOpt = None,
-    mode: Annotated[str, typer.Option(help="similarity, keyword or hybrid.")] = "hybrid",
+    mode: Annotated[
+        str | None, typer.Option(help="similarity, keyword or hybrid (default: the bank's default mode).")
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=100)] = 10,
     topic: Annotated[list[str] | None, typer.Option("--topic", help="Only these topics; repeatable.")] = None,
     org: OrgOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """Retrieve the memories of a scope most relevant to QUERY."""
-    if mode not in ("similarity", "keyword", "hybrid"):
+    if mode is not None and mode not in ("similarity", "keyword", "hybrid"):
         raise typer.BadParameter("expected similarity, keyword or hybrid", param_hint="--mode")
-    chosen: RetrieveMode = mode  # type: ignore[assignment]
+    chosen: dict[str, RetrieveMode] = {"mode": mode} if mode is not None else {}  # type: ignore[dict-item]
     request = RetrieveRequest(
-        bank_id=bank, scope=parse_scope(scope), query=query or None, top_k=top_k, mode=chosen,
-        filters=RetrieveFilters(topics=topic or None),
+        bank_id=bank, scope=parse_scope(scope), query=query or None, top_k=top_k,
+        filters=RetrieveFilters(topics=topic or None), **chosen,
     )
 
     async def work(rt: Runtime) -> Any:

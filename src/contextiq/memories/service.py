@@ -1112,7 +1112,11 @@ class MemoryService:
         floor = None if f.min_confidence is None else _confidence_floor(f.min_confidence)
         scan = await store.scope_scan(
             tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
-            filters=ScanFilters(f.topics, floor, f.event_time_after, f.event_time_before),
+            filters=ScanFilters(
+                f.topics, floor,
+                None if f.event_time_after is None else as_utc(f.event_time_after),
+                None if f.event_time_before is None else as_utc(f.event_time_before),
+            ),
             vector=vector, model=self.embeddings.model, query=query, cap=SCOPE_SCAN_CAP,
         )
         if scan is None:
