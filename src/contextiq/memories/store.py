@@ -65,14 +65,17 @@ WITH scope AS MATERIALIZED (
     ORDER BY t, c, m.id
     LIMIT :cap
 ),
+q AS MATERIALIZED (  -- the query, parsed once (not once per row)
+    SELECT CASE WHEN :has_words THEN to_tsquery('english', :tsquery) END AS query,
+           tsvector_to_array(to_tsvector('english', :query_text)) AS lexemes
+),
 matched AS (
-    SELECT s.id, s.doc FROM scope s
-    WHERE :has_words AND s.doc @@ to_tsquery('english', :tsquery)
+    SELECT s.id, s.doc FROM scope s, q WHERE s.doc @@ q.query
 ),
 postings AS (
     SELECT mt.id, u.lexeme, cardinality(u.positions)::float8 AS tf, length(mt.doc)::float8 AS dl
-    FROM matched mt, unnest(mt.doc) u
-    WHERE u.lexeme = ANY(tsvector_to_array(to_tsvector('english', :query_text)))
+    FROM matched mt CROSS JOIN q, unnest(mt.doc) u
+    WHERE u.lexeme = ANY(q.lexemes)
 ),
 df AS (SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme),
 stats AS (
@@ -86,9 +89,8 @@ kw AS (
     FROM postings p JOIN df d USING (lexeme) CROSS JOIN stats st
     GROUP BY p.id
 )
-SELECT s.id, s.t, s.sim, kw.score,
-       CASE WHEN :has_words THEN numnode(to_tsquery('english', :tsquery)) ELSE 0 END AS nodes
-FROM scope s LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
+SELECT s.id, s.t, s.sim, kw.score, COALESCE(numnode(q.query), 0) AS nodes
+FROM scope s CROSS JOIN q LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
 """
 ).bindparams(bindparam("vector", type_=Embedding()))
 

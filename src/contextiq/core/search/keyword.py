@@ -126,7 +126,8 @@ async def _postgres(
     text = tsquery_text(query)
     if text is None:
         return []
-    tsquery = func.to_tsquery(english, bindparam("keyword_query", text))
+    # A scalar subquery: parsed once per statement, not once per row.
+    tsquery = select(func.to_tsquery(english, bindparam("keyword_query", text))).scalar_subquery()
     found = await _postgres_bm25(session, c, query, tsquery, where, limit)
     if found or await session.scalar(select(func.numnode(tsquery))):
         return found
