@@ -12,12 +12,13 @@ from uuid import UUID
 import anyio
 import numpy as np
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 import contextiq.memories.service as memory_service
 from contextiq.core.clock import utcnow
 from contextiq.core.errors import Invalid, NotFound
 from contextiq.core.llm.embeddings import EmbeddingProvider, make_embedding_provider
+from contextiq.core.scope import scope_key
 from contextiq.memories.models import (
     MemoryBankCreate,
     MemoryCreate,
@@ -28,6 +29,7 @@ from contextiq.memories.models import (
     TTLConfig,
 )
 from contextiq.memories.service import MemoryService
+from contextiq.memories.store import MEMORY_TEXT
 from contextiq.memories.tables import MemoryRow
 from contextiq.runtime import Runtime
 from tests.conftest import Tenant, make_settings, new_tenant
@@ -521,3 +523,33 @@ async def test_min_confidence_keeps_a_memory_exactly_at_the_bound(runtime: Runti
         )
         assert [r.memory.id for r in found.memories] == [at], mode
     assert below != at
+
+
+async def test_sqlite_fts_index_holds_each_memory_under_its_scope_token(sqlite_url: str, tmp_path: Path) -> None:
+    runtime = Runtime(make_settings(tmp_path, sqlite_url))  # FTS5 is SQLite's
+    try:
+        await _fts_scenario(runtime, await new_tenant(runtime))
+    finally:
+        await runtime.aclose()
+
+
+async def _fts_scenario(runtime: Runtime, tenant: Tenant) -> None:
+
+    mine = await _add(runtime, tenant, "I keep bees in the garden.")
+    await _add(runtime, tenant, "Bees, bees everywhere.", scope={"user_id": "u2"})
+    bank = await runtime.memories.get_bank(tenant_id=tenant.id, bank_id=None)
+    token = MEMORY_TEXT.partition_token({"tenant_id": tenant.id, "bank_id": bank.id, "scope_key": scope_key(USER)})
+
+    async def in_scope_matching(words: str) -> int:
+        async with runtime.db.read() as db:
+            match = f'part : "{token}" AND fact : ({words})'
+            return int(await db.scalar(text("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH :m"),
+                                       {"m": match}) or 0)
+
+    assert await in_scope_matching('"bees"') == 1  # the other scope's bees are not under this token
+    await runtime.memories.update_memory(tenant_id=tenant.id, memory_id=mine, data=MemoryUpdate(fact="I keep wasps."))
+    assert await in_scope_matching('"bees"') == 0 and await in_scope_matching('"wasps"') == 1
+    found = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve("wasps", mode="keyword"))
+    assert [r.memory.id for r in found.memories] == [mine]
+    await runtime.memories.delete_memory(tenant_id=tenant.id, memory_id=mine, hard=True)
+    assert await in_scope_matching('"wasps"') == 0

@@ -1001,10 +1001,13 @@ class MemoryService:
                                 self._timelines.put(timeline_key, timeline)
                             # None: only stop words in the query, the trigram fallback ranks.
                             keyword = matched if matched is not None else await store.keyword_search(
-                                query=query, where=where(), limit=depth
+                                query=query, where=where(), limit=depth,
+                                scope=(tenant_id, bank.id, scope_key(request.scope)),
                             )
                 if not scanned and request.mode != "similarity":
-                    keyword = await store.keyword_search(query=query, where=where(), limit=depth)
+                    keyword = await store.keyword_search(
+                        query=query, where=where(), limit=depth, scope=(tenant_id, bank.id, scope_key(request.scope))
+                    )
                 if not scanned and embedding is not None:
                     vector = await embedding
             finally:

@@ -100,6 +100,7 @@ MEMORY_TEXT = TextCollection(
     text_column="fact",
     fts_table=FTS_TABLE,
     tsvector_column="fact_fts",  # migration 0006
+    fts_partition=("tenant_id", "bank_id", "scope_key"),  # migration 0007
 )
 VECTOR_COLLECTION = "memories"
 
@@ -384,10 +385,23 @@ class MemoryStore:
         )
 
     async def keyword_search(
-        self, *, query: str, where: Sequence[ColumnElement[bool]], limit: int
+        self,
+        *,
+        query: str,
+        where: Sequence[ColumnElement[bool]],
+        limit: int,
+        scope: tuple[UUID, UUID, str] | None = None,
     ) -> list[tuple[UUID, float]]:
-        """Rank memories matching `where` by full-text relevance to `query` (tsvector or FTS5)."""
-        return await keyword_search(self._db, collection=MEMORY_TEXT, query=query, where=where, limit=limit)
+        """Rank memories matching `where` by full-text relevance to `query` (tsvector or FTS5).
+
+        `scope` (tenant, bank, scope key), which `where` must also require, confines FTS5 to it.
+        """
+        partition = None
+        if scope is not None:
+            partition = {"tenant_id": scope[0], "bank_id": scope[1], "scope_key": scope[2]}
+        return await keyword_search(
+            self._db, collection=MEMORY_TEXT, query=query, where=where, limit=limit, partition=partition
+        )
 
     # -- revisions ------------------------------------------------------------------------------
 

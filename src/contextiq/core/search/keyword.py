@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import (
     ColumnElement,
@@ -51,6 +52,7 @@ __all__ = [
     "query_terms",
     "sqlite_fts5_ddl",
     "sqlite_fts5_drop_ddl",
+    "sqlite_fts5_partitioned_ddl",
     "tsquery_text",
 ]
 
@@ -84,6 +86,16 @@ class TextCollection:
     text_column: str
     fts_table: str
     tsvector_column: str | None = None
+    fts_partition: tuple[str, ...] = ()
+
+    def partition_token(self, values: Mapping[str, Any]) -> str:
+        """The single FTS5 token that stands for a partition (`sqlite_fts5_partitioned_ddl`).
+
+        `s` + the hex of the partition columns' text, concatenated: what the triggers write with
+        SQLite's `hex()` (upper case; the tokenizer folds case). UUIDs are their 32-digit hex text.
+        """
+        text = "".join(v.hex if isinstance(v, UUID) else str(v) for v in (values[k] for k in self.fts_partition))
+        return "s" + text.encode("utf-8").hex()
 
     def tsvector(self) -> ColumnElement[Any]:
         """The rows' tsvector on PostgreSQL: the stored column, or the expression it stores."""
@@ -108,13 +120,18 @@ async def keyword_search(
     query: str,
     where: Sequence[ColumnElement[bool]] = (),
     limit: int = 10,
+    partition: Mapping[str, Any] | None = None,
 ) -> list[tuple[Any, float]]:
-    """Return at most `limit` (id, score) pairs matching `query`, best first; higher scores are better."""
+    """Return at most `limit` (id, score) pairs matching `query`, best first; higher scores are better.
+
+    `partition` (the values of `collection.fts_partition`, which `where` must also require) lets
+    SQLite's FTS5 look only at that partition's rows instead of every matching row of the table.
+    """
     if not query.strip() or limit <= 0:
         return []
     if session.get_bind().dialect.name == "postgresql":
         return await _postgres(session, collection, query, where, limit)
-    return await _sqlite(session, collection, query, where, limit)
+    return await _sqlite(session, collection, query, where, limit, partition)
 
 
 async def _postgres(
@@ -203,7 +220,12 @@ async def _postgres_bm25(
 
 
 async def _sqlite(
-    session: AsyncSession, c: TextCollection, query: str, where: Sequence[ColumnElement[bool]], limit: int
+    session: AsyncSession,
+    c: TextCollection,
+    query: str,
+    where: Sequence[ColumnElement[bool]],
+    limit: int,
+    partition: Mapping[str, Any] | None,
 ) -> list[tuple[Any, float]]:
     match = fts5_match(query)
     if match is None:
@@ -211,6 +233,13 @@ async def _sqlite(
     fts = table(c.fts_table, column("rowid"))
     ident = c.table.c[c.id_column]
     bm25: ColumnElement[float] = literal_column(f"bm25({c.fts_table})")  # lower is better; negated below
+    if c.fts_partition:
+        # The words count in the text column only; the partition column is a filter.
+        bm25 = literal_column(f"bm25({c.fts_table}, 1.0, 0.0)")
+        match = f"{c.text_column} : ({match})"
+        if partition is not None:
+            match = f'part : "{c.partition_token(partition)}" AND {match}'
+
     stmt = (
         select(ident, (-bm25).label("score"))
         .select_from(c.table.join(fts, fts.c.rowid == literal_column(f"{c.table.name}.rowid")))
@@ -321,6 +350,31 @@ def sqlite_fts5_ddl(*, table: str, column: str, fts_table: str) -> list[str]:
         f"CREATE TRIGGER {f}_ad AFTER DELETE ON {t} BEGIN {delete_old} END",
         f"CREATE TRIGGER {f}_au AFTER UPDATE OF {c} ON {t} BEGIN {delete_old} {insert_new} END",
         f"INSERT INTO {f}({f}) VALUES ('rebuild')",
+    ]
+
+
+def sqlite_fts5_partitioned_ddl(*, table: str, column: str, fts_table: str, partition: Sequence[str]) -> list[str]:
+    """Return the statements that create a contentless FTS5 index of `table.column` with a partition token.
+
+    The second FTS5 column, `part`, holds one token per row: `s` + `hex()` of the `partition`
+    columns' text (`TextCollection.partition_token`), so `part : "s…" AND …` finds the words in one
+    partition without visiting the others' rows. Contentless (`content=''`): the triggers hand FTS5
+    the values, including on delete. Existing rows are indexed at the end.
+    """
+    t, c, f = table, column, fts_table
+
+    def token(row: str) -> str:
+        return "'s' || hex(" + " || ".join(f"{row}.{p}" for p in partition) + ")"
+
+    delete_old = f"INSERT INTO {f}({f}, rowid, {c}, part) VALUES ('delete', old.rowid, old.{c}, {token('old')});"
+    insert_new = f"INSERT INTO {f}(rowid, {c}, part) VALUES (new.rowid, new.{c}, {token('new')});"
+    watched = ", ".join([c, *partition])
+    return [
+        f"CREATE VIRTUAL TABLE {f} USING fts5({c}, part, content='', tokenize='porter unicode61')",
+        f"CREATE TRIGGER {f}_ai AFTER INSERT ON {t} BEGIN {insert_new} END",
+        f"CREATE TRIGGER {f}_ad AFTER DELETE ON {t} BEGIN {delete_old} END",
+        f"CREATE TRIGGER {f}_au AFTER UPDATE OF {watched} ON {t} BEGIN {delete_old} {insert_new} END",
+        f"INSERT INTO {f}(rowid, {c}, part) SELECT rowid, {c}, {token(t)} FROM {t}",
     ]
 
 
