@@ -53,7 +53,7 @@ from contextiq.core.scope import describe_scope, scope_key, scope_problem
 from contextiq.core.search.base import SqlCollection, SqlVectorIndex, VectorFilter, VectorIndex, VectorItem
 from contextiq.core.search.factory import make_vector_index
 from contextiq.core.search.hybrid import fuse, recency_decay
-from contextiq.core.search.keyword import bm25_scores
+from contextiq.core.search.keyword import bm25_scores, parse_web_query
 from contextiq.core.search.query import time_windows
 from contextiq.core.search.rerank import (
     RERANK_DEPTH,
@@ -63,6 +63,7 @@ from contextiq.core.search.rerank import (
     rerank,
     scope_timeline,
 )
+from contextiq.core.search.terms import TermIndex, analyse
 from contextiq.core.types import JSON
 from contextiq.memories.models import (
     ImportLine,
@@ -274,7 +275,8 @@ class MemoryService:
                 `source_session_id` that is not the tenant's (the sessions context's check).
         """
         self._db = db
-        self._timelines: TimelineCache[UUID] = TimelineCache()
+        self._timelines: TimelineCache[Timeline[UUID]] = TimelineCache()
+        self._term_indexes: TimelineCache[TermIndex[UUID]] = TimelineCache(256)
         self._cache = cache
         self._embeddings = embeddings
         self._ttl = cache_ttl
@@ -284,8 +286,9 @@ class MemoryService:
         sql_index.register(MEMORY_VECTORS)
         self._sql_index = sql_index
         self._external = vector_index if vector_index is not None and not vector_index.row_backed else None
-        # pgvector rows: a hybrid query reads a small scope whole in one statement (`scope_scan`).
-        self._scans_scope = self._external is None and sql_index.name == "pgvector"
+        # Row-backed vectors: a hybrid query reads a small scope whole (`_scan_scope`, one statement
+        # on PostgreSQL; `_scan_scope_sqlite`, ranked in process with the scope's own statistics).
+        self._scans_scope = self._external is None and sql_index.name in ("pgvector", "sqlite")
         self._big_scopes: dict[tuple[UUID, UUID, str], float] = {}
 
     @property
@@ -992,7 +995,12 @@ class MemoryService:
                     timeline, timeline_key = await self._cached_timeline(tenant_id, bank, request)
                     if embedding is not None and self._scans_scope and not self._is_big_scope(tenant_id, bank, request):
                         vector = await embedding
-                        scan = await self._scan_scope(store, tenant_id, bank, request, query, vector, now, depth)
+                        if self._db.is_postgres:
+                            scan = await self._scan_scope(store, tenant_id, bank, request, query, vector, now, depth)
+                        else:
+                            scan = await self._scan_scope_sqlite(
+                                store, tenant_id, bank, request, query, vector, depth, where, timeline_key
+                            )
                         if scan is not None:
                             scanned, vector = True, None  # the similarities are known
                             found, similar, matched = scan
@@ -1133,6 +1141,48 @@ class MemoryService:
         similar = sorted(((r.id, r.similarity) for r in found if r.similarity is not None), key=lambda p: -p[1])
         keyword = sorted(((r.id, r.keyword) for r in found if r.keyword is not None), key=lambda p: -p[1])[:depth]
         return timeline, similar, keyword if keyword or lexical else None
+
+    async def _scan_scope_sqlite(
+        self,
+        store: MemoryStore,
+        tenant_id: UUID,
+        bank: MemoryBank,
+        request: RetrieveRequest,
+        query: str,
+        vector: np.ndarray,
+        depth: int,
+        where: Callable[[], Sequence[ColumnElement[bool]]],
+        key: Hashable,
+    ) -> tuple[Timeline[UUID], list[tuple[UUID, float]], list[tuple[UUID, float]] | None] | None:
+        """SQLite's scope scan: the scope's rows in one read, cosine with numpy, keywords by BM25 over
+        the scope's own statistics (`TermIndex`, cached per write generation like the timeline).
+
+        The keyword hits are None for what the index does not answer (phrases, `-word`, a query of
+        only stop words): FTS5 ranks those.
+        """
+        index = self._term_indexes.get(key)
+        rows = await store.scope_rows(where=where(), cap=SCOPE_SCAN_CAP, with_text=index is None)
+        if rows is None:
+            self._big_scopes[(tenant_id, bank.id, scope_key(request.scope))] = time.monotonic()
+            return None
+        if index is None:
+            index = TermIndex.build([(r.id, r.fact or "") for r in rows])
+            self._term_indexes.put(key, index)
+        gap = bank.retrieval_config.rerank_config().session_gap
+        timeline = Timeline.build(((r.id, r.time) for r in rows), session_gap=gap)
+        model = self.embeddings.model
+        usable = [r for r in rows if r.embedding is not None and r.embedding_model == model
+                  and len(r.embedding) == len(vector)]
+        similar: list[tuple[UUID, float]] = []
+        if usable:
+            scores = np.stack([r.embedding for r in usable if r.embedding is not None]) @ np.asarray(vector)
+            similar = sorted(((r.id, float(x)) for r, x in zip(usable, scores, strict=True)), key=lambda p: -p[1])
+        wanted, unwanted = parse_web_query(query)
+        if unwanted or any(len(group) > 1 for group in wanted) or not analyse(query):
+            return timeline, similar, None
+        present = set(timeline.position)
+        hits = [(i, s) for i, s in index.score(query).items() if i in present]
+        return timeline, similar, sorted(hits, key=lambda p: -p[1])[:depth]
 
     def _is_big_scope(self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest) -> bool:
         """Whether a recent scope scan found more than `SCOPE_SCAN_CAP` memories here (then: no scan)."""

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, literal_column, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -33,6 +33,16 @@ class ScanFilters:
     min_confidence: float | None = None
     event_time_after: datetime | None = None
     event_time_before: datetime | None = None
+
+
+class ScopeText(NamedTuple):
+    """One memory of a SQLite scope read: what hybrid ranking needs, the text only when asked."""
+
+    id: UUID
+    time: datetime
+    embedding: np.ndarray | None
+    embedding_model: str | None
+    fact: str | None
 
 
 class ScopeRow(NamedTuple):
@@ -237,6 +247,24 @@ class MemoryStore:
             for r in rows
         ]
         return scan, bool(rows and rows[0][4])
+
+    async def scope_rows(
+        self, *, where: Sequence[ColumnElement[bool]], cap: int, with_text: bool
+    ) -> list[ScopeText] | None:
+        """Return every memory matching `where` in time order (event time, else creation), with its
+        vector and, if `with_text`, its fact; None when more than `cap` match (SQLite's scope scan)."""
+        when = func.coalesce(MemoryRow.event_time, MemoryRow.created_at)
+        fact = MemoryRow.fact if with_text else literal_column("NULL")
+        stmt = (
+            select(MemoryRow.id, when, MemoryRow.embedding, MemoryRow.embedding_model, fact)
+            .where(*where)
+            .order_by(when, MemoryRow.created_at, MemoryRow.id)
+            .limit(cap + 1)
+        )
+        rows = (await self._db.execute(stmt)).all()
+        if len(rows) > cap:
+            return None
+        return [ScopeText(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def get_many(self, *, tenant_id: UUID, ids: Sequence[UUID], embedding: bool = True) -> list[MemoryRow]:
         """Return the tenant's memories among `ids` (any order); `embedding=False` leaves the vector unloaded."""

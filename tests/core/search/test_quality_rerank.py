@@ -155,7 +155,7 @@ async def test_scope_timeline_keeps_the_newest_past_its_limit(db: tuple[AsyncSes
 
 
 def test_timeline_cache_evicts_the_least_recently_used() -> None:
-    cache: TimelineCache[str] = TimelineCache(max_entries=2)
+    cache: TimelineCache[Timeline[str]] = TimelineCache(max_entries=2)
     a, b, c = conversation(1), conversation(2), conversation(3)
     cache.put("a", a)
     cache.put("b", b)
@@ -174,7 +174,7 @@ def test_limit_keeps_the_best() -> None:
 def test_timeline_cache_entries_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr("contextiq.core.search.rerank.time.monotonic", lambda: clock[0])
-    cache: TimelineCache[str] = TimelineCache(ttl=60)
+    cache: TimelineCache[Timeline[str]] = TimelineCache(ttl=60)
     cache.put("a", conversation(1))
     clock[0] += 59
     assert cache.get("a") is not None

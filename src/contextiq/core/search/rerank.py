@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 #: First-stage hits of each signal (cosine, keyword) that become candidates.
 RERANK_DEPTH = 50
 #: Cosine scores fetched for context: the candidates' neighbours mostly fall within them.
@@ -148,8 +149,9 @@ class Timeline(Generic[K]):
         return list(seen)
 
 
-class TimelineCache(Generic[K]):
-    """A small in-process LRU of timelines, keyed by whatever changes when the scope changes.
+class TimelineCache(Generic[V]):
+    """A small in-process LRU of per-scope values (timelines, term indexes), keyed by whatever
+    changes when the scope changes.
 
     Key it by the scope's write generation (the memories service bumps it on every write), so a
     cached timeline is not older than the last committed write. Entries also expire after `ttl`
@@ -158,12 +160,12 @@ class TimelineCache(Generic[K]):
     """
 
     def __init__(self, max_entries: int = 1024, *, ttl: float = 300.0) -> None:
-        self._entries: OrderedDict[Hashable, tuple[float, Timeline[K]]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
         self._max = max_entries
         self._ttl = ttl
 
-    def get(self, key: Hashable) -> Timeline[K] | None:
-        """Return the timeline stored under `key`, if any and fresh (and mark it recently used)."""
+    def get(self, key: Hashable) -> V | None:
+        """Return the value stored under `key`, if any and fresh (and mark it recently used)."""
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -173,9 +175,9 @@ class TimelineCache(Generic[K]):
         self._entries.move_to_end(key)
         return entry[1]
 
-    def put(self, key: Hashable, timeline: Timeline[K]) -> None:
-        """Store `timeline` under `key`, dropping the least recently used entry when full."""
-        self._entries[key] = (time.monotonic(), timeline)
+    def put(self, key: Hashable, value: V) -> None:
+        """Store `value` under `key`, dropping the least recently used entry when full."""
+        self._entries[key] = (time.monotonic(), value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
