@@ -563,3 +563,29 @@ async def _fts_scenario(runtime: Runtime, tenant: Tenant) -> None:
     assert [r.memory.id for r in found.memories] == [mine]
     await runtime.memories.delete_memory(tenant_id=tenant.id, memory_id=mine, hard=True)
     assert await in_scope_matching('"wasps"') == 0
+
+
+async def test_similarity_in_one_statement_equals_the_indexed_path(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL answers `similarity` with one statement (`PG_SIMILAR`); the vector index path must agree.
+    base = utcnow() - timedelta(days=3)
+    for k, (fact, topic) in enumerate(FACTS):
+        await _add(runtime, tenant, fact, topic, confidence=0.5 + (k % 5) / 10, event_time=base + timedelta(hours=k))
+    requests = [
+        _retrieve("What pet does the user have?", mode="similarity", top_k=5),
+        _retrieve("food", mode="similarity", filters=RetrieveFilters(topics=["USER_PREFERENCES"], min_confidence=0.7)),
+        _retrieve("travel", mode="similarity", filters=RetrieveFilters(event_time_after=base + timedelta(hours=4))),
+    ]
+
+    async def answers() -> list[list[tuple[UUID, float, str]]]:
+        out = []
+        for request in requests:
+            found = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=request)
+            out.append([(r.memory.id, round(r.score, 5), r.memory.model_dump_json()) for r in found.memories])
+        return out
+
+    fast = await answers()
+    monkeypatch.setattr(runtime.memories, "_scans_scope", False)
+    assert await answers() == fast
+    assert len(fast[0]) == 5 and fast[1] and fast[2]

@@ -980,6 +980,8 @@ class MemoryService:
                 built.extend(self._filter_clauses(request.filters, now))
             return built
 
+        if request.mode == "similarity" and self._scans_scope and self._db.is_postgres:
+            return await self._similar(tenant_id, bank, request, query, now)
         # The query is embedded (in a worker thread) while the keyword search runs.
         embedding = asyncio.ensure_future(self.embeddings.embed_one(query)) if request.mode != "keyword" else None
         vector: np.ndarray | None = None
@@ -1119,16 +1121,10 @@ class MemoryService:
     ) -> tuple[Timeline[UUID], list[tuple[UUID, float]], list[tuple[UUID, float]] | None] | None:
         """Read a small scope whole in one statement (PostgreSQL): its timeline, every memory's
         similarity, the keyword hits (None when the query has no lexeme); None for a big scope."""
-        f = request.filters
-        floor = None if f.min_confidence is None else _confidence_floor(f.min_confidence)
         scan = await store.scope_scan(
             tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
-            filters=ScanFilters(
-                f.topics, floor,
-                None if f.event_time_after is None else as_utc(f.event_time_after),
-                None if f.event_time_before is None else as_utc(f.event_time_before),
-            ),
-            vector=vector, model=self.embeddings.model, query=query, cap=SCOPE_SCAN_CAP,
+            filters=_scan_filters(request.filters), vector=vector, model=self.embeddings.model, query=query,
+            cap=SCOPE_SCAN_CAP,
         )
         if scan is None:
             self._big_scopes[(tenant_id, bank.id, scope_key(request.scope))] = time.monotonic()
@@ -1141,6 +1137,22 @@ class MemoryService:
         similar = sorted(((r.id, r.similarity) for r in found if r.similarity is not None), key=lambda p: -p[1])
         keyword = sorted(((r.id, r.keyword) for r in found if r.keyword is not None), key=lambda p: -p[1])[:depth]
         return timeline, similar, keyword if keyword or lexical else None
+
+    async def _similar(
+        self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest, query: str, now: datetime
+    ) -> RetrieveResponse:
+        """`similarity` on PostgreSQL: the nearest memories, whole, in one statement (`PG_SIMILAR`)."""
+        vector = await self.embeddings.embed_one(query)
+        async with self._db.read() as db:
+            rows = await MemoryStore(db).similar_rows(
+                tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
+                filters=_scan_filters(request.filters), vector=vector, model=self.embeddings.model,
+                limit=request.top_k,
+            )
+        return RetrieveResponse(memories=[
+            RetrievedMemory(memory=_memory_from_columns(r), score=float(r.score), scores={"similarity": float(r.score)})
+            for r in rows
+        ])
 
     async def _scan_scope_sqlite(
         self,
@@ -1686,6 +1698,27 @@ class MemoryService:
     async def _read_bank_id(self, tenant_id: UUID, bank_id: UUID | None) -> UUID | None:
         bank = await self._read_bank(tenant_id, bank_id)
         return bank.id if bank is not None else None
+
+
+def _scan_filters(f: RetrieveFilters) -> ScanFilters:
+    """The retrieve filters as the plain values of the one-statement queries (times in UTC)."""
+    return ScanFilters(
+        f.topics,
+        None if f.min_confidence is None else _confidence_floor(f.min_confidence),
+        None if f.event_time_after is None else as_utc(f.event_time_after),
+        None if f.event_time_before is None else as_utc(f.event_time_before),
+    )
+
+
+def _memory_from_columns(r: Any) -> Memory:
+    """The API model of a memory read as plain columns (a row of `PG_SIMILAR`), as `memory_model` does."""
+    return Memory(
+        id=r.id, bank_id=r.bank_id, scope=dict(r.scope), fact=r.fact, topic=r.topic,
+        confidence=_confidence(r.confidence), source_session_id=r.source_session_id, source_type=r.source_type,
+        metadata=dict(r.metadata or {}), event_time=r.event_time, created_at=r.created_at, updated_at=r.updated_at,
+        expires_at=r.expires_at, revision_count=r.revision_count, revision=r.revision, is_deleted=r.is_deleted,
+        embedding_model=r.embedding_model, valid_from=r.valid_from, valid_to=r.valid_to,
+    )
 
 
 def _confidence_floor(minimum: float) -> float:

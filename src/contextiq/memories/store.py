@@ -13,7 +13,20 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, literal_column, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    and_,
+    bindparam,
+    column,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -103,6 +116,38 @@ SELECT s.id, s.t, s.sim, kw.score, COALESCE(numnode(q.query), 0) AS nodes
 FROM scope s CROSS JOIN q LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
 """
 ).bindparams(bindparam("vector", type_=Embedding()))
+
+_SCOPE_FILTERS = """m.tenant_id = :tenant_id AND m.bank_id = :bank_id AND m.scope_key = :scope_key
+      AND NOT m.is_deleted AND (m.expires_at IS NULL OR m.expires_at > :now)
+      AND (CAST(:topics AS text[]) IS NULL OR m.topic = ANY(CAST(:topics AS text[])))
+      AND (CAST(:min_confidence AS float8) IS NULL OR m.confidence >= CAST(:min_confidence AS float8))
+      AND (CAST(:after AS timestamptz) IS NULL OR m.event_time >= CAST(:after AS timestamptz))
+      AND (CAST(:before AS timestamptz) IS NULL OR m.event_time < CAST(:before AS timestamptz))"""
+
+# The `similarity` mode on PostgreSQL in one round trip: the scope's nearest memories, whole.
+PG_SIMILAR = (
+    text(
+        f"""
+SELECT m.id, m.bank_id, m.scope, m.fact, m.topic, m.confidence, m.source_session_id, m.source_type,
+       m.metadata, m.event_time, m.created_at, m.updated_at, m.expires_at, m.revision_count, m.revision,
+       m.is_deleted, m.embedding_model, m.valid_from, m.valid_to, 1 - (m.embedding <=> :vector) AS score
+FROM memories m
+WHERE {_SCOPE_FILTERS}
+  AND m.embedding IS NOT NULL AND m.embedding_model = :model AND vector_dims(m.embedding) = :dims
+ORDER BY m.embedding <=> :vector, m.id
+LIMIT :limit
+"""
+    )
+    .bindparams(bindparam("vector", type_=Embedding()))
+    .columns(
+        *(MemoryRow.__table__.c[name] for name in (  # the columns' types: JSON and UTC times decoded
+            "id", "bank_id", "scope", "fact", "topic", "confidence", "source_session_id", "source_type",
+            "metadata", "event_time", "created_at", "updated_at", "expires_at", "revision_count", "revision",
+            "is_deleted", "embedding_model", "valid_from", "valid_to",
+        )),
+        column("score", Float),
+    )
+)
 
 MEMORY_TEXT = TextCollection(
     table=MemoryRow.__table__,  # type: ignore[arg-type]
@@ -247,6 +292,28 @@ class MemoryStore:
             for r in rows
         ]
         return scan, bool(rows and rows[0][4])
+
+    async def similar_rows(
+        self,
+        *,
+        tenant_id: UUID,
+        bank_id: UUID,
+        scope_key: str,
+        now: datetime,
+        filters: ScanFilters,
+        vector: np.ndarray,
+        model: str,
+        limit: int,
+    ) -> list[Any]:
+        """Return the scope's `limit` live memories nearest to `vector` with their cosine `score`
+        (PostgreSQL, one statement: `PG_SIMILAR`); rows have the memory's column names."""
+        params = {
+            "tenant_id": tenant_id, "bank_id": bank_id, "scope_key": scope_key, "now": now,
+            "topics": list(filters.topics) if filters.topics else None, "min_confidence": filters.min_confidence,
+            "after": filters.event_time_after, "before": filters.event_time_before,
+            "model": model, "dims": len(vector), "vector": np.asarray(vector, dtype=np.float32), "limit": limit,
+        }
+        return list((await self._db.execute(PG_SIMILAR, params)).all())
 
     async def scope_rows(
         self, *, where: Sequence[ColumnElement[bool]], cap: int, with_text: bool
