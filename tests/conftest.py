@@ -119,7 +119,7 @@ def make_settings(tmp_path: Path, database_url: str, redis_url: str | None = Non
         redis_url=redis_url,
         worker_enabled=False,
         env="test",
-        **extra,  # type: ignore[arg-type]
+        **{"embeddings_preload": False, **extra},  # type: ignore[arg-type]
     )
 
 

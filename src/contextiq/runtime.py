@@ -91,6 +91,17 @@ class Runtime:
             )
         return self._embeddings
 
+    async def preload_embeddings(self) -> None:
+        """Load a local embedding model and run it once, so that the first request does not pay for it.
+
+        Remote providers (OpenAI-compatible) are left alone: no call is made at start.
+        """
+        if not self.settings.embeddings_preload or self.settings.embeddings_provider == "openai":
+            return
+        provider = self.embeddings
+        inner = getattr(provider, "inner", provider)  # past the cache, so nothing is cached
+        await inner.embed(["warm up the model"])
+
     async def prepare_schema(self) -> None:
         """Migrate the schema when allowed, else refuse to run on an out-of-date one."""
         url = self.settings.effective_database_url

@@ -45,6 +45,7 @@ def create_app(
                     log.warning("first start: an admin API key was written to %s", path.resolve())
             if run_background:
                 rt.start_background()
+            await rt.preload_embeddings()
         try:
             yield
         finally:

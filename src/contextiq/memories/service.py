@@ -1047,9 +1047,18 @@ class MemoryService:
                 ids = [i for i, _, _ in ranked[: request.top_k]]
             else:
                 ids = list(dict.fromkeys([i for i, _ in similar] + [i for i, _ in keyword]))
-            # Only rank fusion (`rrf_k`) scores rows by their stored vector; the rest skip loading it.
-            fused = request.mode == "hybrid" and not hybrid
-            rows = {r.id: r for r in await store.get_many(tenant_id=tenant_id, ids=ids, embedding=fused)}
+            if hybrid and self._db.is_postgres:
+                picked = await store.columns_by_ids(tenant_id=tenant_id, ids=ids)
+            else:
+                # Only rank fusion (`rrf_k`) scores rows by their stored vector; the rest skip loading it.
+                fused = request.mode == "hybrid" and not hybrid
+                rows = {r.id: r for r in await store.get_many(tenant_id=tenant_id, ids=ids, embedding=fused)}
+        if hybrid and self._db.is_postgres:
+            live = {r.id: r for r in picked if not r.is_deleted and (r.expires_at is None or r.expires_at > now)}
+            return RetrieveResponse(memories=[
+                RetrievedMemory(memory=_memory_from_columns(live[i]), score=score, scores=scores)
+                for i, score, scores in ranked[: request.top_k] if i in live
+            ])
         if hybrid:
             rows = {i: r for i, r in rows.items() if not r.is_deleted and not _expired(r, now)}
             return RetrieveResponse(memories=[

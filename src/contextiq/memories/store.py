@@ -124,6 +124,18 @@ _SCOPE_FILTERS = """m.tenant_id = :tenant_id AND m.bank_id = :bank_id AND m.scop
       AND (CAST(:after AS timestamptz) IS NULL OR m.event_time >= CAST(:after AS timestamptz))
       AND (CAST(:before AS timestamptz) IS NULL OR m.event_time < CAST(:before AS timestamptz))"""
 
+_MEMORY_COLUMNS = (
+    "id", "bank_id", "scope", "fact", "topic", "confidence", "source_session_id", "source_type",
+    "metadata", "event_time", "created_at", "updated_at", "expires_at", "revision_count", "revision",
+    "is_deleted", "embedding_model", "valid_from", "valid_to",
+)
+
+# A retrieval's memories by id (PostgreSQL): a plain statement, typed so JSON and times decode.
+PG_BY_IDS = text(
+    f"SELECT {', '.join('m.' + c for c in _MEMORY_COLUMNS)} FROM memories m "
+    "WHERE m.tenant_id = :tenant_id AND m.id = ANY(CAST(:ids AS uuid[]))"
+).columns(*(MemoryRow.__table__.c[name] for name in _MEMORY_COLUMNS))
+
 # The `similarity` mode on PostgreSQL in one round trip: the scope's nearest memories, whole.
 PG_SIMILAR = (
     text(
@@ -139,14 +151,7 @@ LIMIT :limit
 """
     )
     .bindparams(bindparam("vector", type_=Embedding()))
-    .columns(
-        *(MemoryRow.__table__.c[name] for name in (  # the columns' types: JSON and UTC times decoded
-            "id", "bank_id", "scope", "fact", "topic", "confidence", "source_session_id", "source_type",
-            "metadata", "event_time", "created_at", "updated_at", "expires_at", "revision_count", "revision",
-            "is_deleted", "embedding_model", "valid_from", "valid_to",
-        )),
-        column("score", Float),
-    )
+    .columns(*(MemoryRow.__table__.c[name] for name in _MEMORY_COLUMNS), column("score", Float))
 )
 
 MEMORY_TEXT = TextCollection(
@@ -314,6 +319,12 @@ class MemoryStore:
             "model": model, "dims": len(vector), "vector": np.asarray(vector, dtype=np.float32), "limit": limit,
         }
         return list((await self._db.execute(PG_SIMILAR, params)).all())
+
+    async def columns_by_ids(self, *, tenant_id: UUID, ids: Sequence[UUID]) -> list[Any]:
+        """Return the tenant's memories among `ids` as plain column rows (PostgreSQL: `PG_BY_IDS`)."""
+        if not ids:
+            return []
+        return list((await self._db.execute(PG_BY_IDS, {"tenant_id": tenant_id, "ids": list(ids)})).all())
 
     async def scope_rows(
         self, *, where: Sequence[ColumnElement[bool]], cap: int, with_text: bool
