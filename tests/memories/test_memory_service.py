@@ -589,3 +589,34 @@ async def test_similarity_in_one_statement_equals_the_indexed_path(
     monkeypatch.setattr(runtime.memories, "_scans_scope", False)
     assert await answers() == fast
     assert len(fast[0]) == 5 and fast[1] and fast[2]
+
+
+async def test_keyword_in_one_statement_equals_the_indexed_path(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL answers `keyword` with one statement (`PG_KEYWORD`); keyword_search must agree.
+    base = utcnow() - timedelta(days=3)
+    for k, (fact, topic) in enumerate(FACTS):
+        await _add(runtime, tenant, fact, topic, confidence=0.5 + (k % 5) / 10, event_time=base + timedelta(hours=k))
+    requests = [
+        _retrieve("I prefer my coffee black, and window seats", mode="keyword", top_k=5),
+        _retrieve('"dark mode" -planes', mode="keyword"),
+        _retrieve("prefer", mode="keyword", filters=RetrieveFilters(topics=["USER_PREFERENCES"], min_confidence=0.7)),
+        _retrieve("to be or not", mode="keyword"),  # only stop words: the trigram fallback
+    ]
+
+    async def answers() -> list[list[tuple[UUID, float]]]:
+        out = []
+        for request in requests:
+            found = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=request)
+            out.append([(r.memory.id, round(r.score, 5)) for r in found.memories])
+        return out
+
+    fast = await answers()
+
+    async def no_fast_path(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(runtime.memories, "_keyword", no_fast_path)
+    assert await answers() == fast
+    assert len(fast[0]) >= 3 and len(fast[1]) == 1

@@ -982,6 +982,10 @@ class MemoryService:
 
         if request.mode == "similarity" and self._scans_scope and self._db.is_postgres:
             return await self._similar(tenant_id, bank, request, query, now)
+        if request.mode == "keyword" and self._db.is_postgres:
+            answered = await self._keyword(tenant_id, bank, request, query, now)
+            if answered is not None:
+                return answered
         # The query is embedded (in a worker thread) while the keyword search runs.
         embedding = asyncio.ensure_future(self.embeddings.embed_one(query)) if request.mode != "keyword" else None
         vector: np.ndarray | None = None
@@ -1160,6 +1164,23 @@ class MemoryService:
             )
         return RetrieveResponse(memories=[
             RetrievedMemory(memory=_memory_from_columns(r), score=float(r.score), scores={"similarity": float(r.score)})
+            for r in rows
+        ])
+
+    async def _keyword(
+        self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest, query: str, now: datetime
+    ) -> RetrieveResponse | None:
+        """`keyword` on PostgreSQL in one statement (`PG_KEYWORD`); None when nothing matches, so that
+        the indexed path can try its trigram fallback (a query of only stop words)."""
+        async with self._db.read() as db:
+            rows = await MemoryStore(db).keyword_rows(
+                tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
+                filters=_scan_filters(request.filters), query=query, limit=request.top_k,
+            )
+        if not rows:
+            return None
+        return RetrieveResponse(memories=[
+            RetrievedMemory(memory=_memory_from_columns(r), score=float(r.score), scores={"keyword": float(r.score)})
             for r in rows
         ])
 

@@ -33,7 +33,14 @@ from sqlalchemy.orm import defer
 from contextiq.core.db.helpers import insert_ignore
 from contextiq.core.db.types import Embedding
 from contextiq.core.search.base import Hit, SqlVectorIndex, VectorFilter
-from contextiq.core.search.keyword import BM25_B, BM25_K1, TextCollection, keyword_search, tsquery_text
+from contextiq.core.search.keyword import (
+    BM25_B,
+    BM25_K1,
+    BM25_MATCH_CAP,
+    TextCollection,
+    keyword_search,
+    tsquery_text,
+)
 from contextiq.core.types import JSON
 from contextiq.memories.tables import FTS_TABLE, MemoryBankRow, MemoryRevisionRow, MemoryRow
 
@@ -152,6 +159,47 @@ LIMIT :limit
     )
     .bindparams(bindparam("vector", type_=Embedding()))
     .columns(*(MemoryRow.__table__.c[name] for name in _MEMORY_COLUMNS), column("score", Float))
+)
+
+# The `keyword` mode on PostgreSQL in one round trip: BM25 over the scope (as core/search/keyword.py
+# computes it), the best memories whole. The scope-led GIN index finds the matching rows.
+PG_KEYWORD = (
+    text(
+        f"""
+WITH q AS MATERIALIZED (
+    SELECT to_tsquery('english', :tsquery) AS query,
+           tsvector_to_array(to_tsvector('english', :query_text)) AS lexemes
+),
+matched AS MATERIALIZED (
+    SELECT m.id, m.fact_fts AS doc FROM memories m, q
+    WHERE {_SCOPE_FILTERS} AND m.fact_fts @@ q.query
+    ORDER BY ts_rank_cd(m.fact_fts, q.query) DESC
+    LIMIT :cap
+),
+postings AS (
+    SELECT mt.id, u.lexeme, cardinality(u.positions)::float8 AS tf, length(mt.doc)::float8 AS dl
+    FROM matched mt CROSS JOIN q, unnest(mt.doc) u
+    WHERE u.lexeme = ANY(q.lexemes)
+),
+df AS (SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme),
+stats AS (
+    SELECT (SELECT count(*) FROM memories m WHERE {_SCOPE_FILTERS})::float8 AS n,
+           GREATEST((SELECT avg(length(doc)) FROM matched), 1)::float8 AS avgdl
+),
+kw AS (
+    SELECT p.id,
+           sum(ln(1 + (GREATEST(st.n, d.df) - d.df + 0.5) / (d.df + 0.5))
+               * p.tf * (:k1 + 1) / (p.tf + :k1 * (1 - :b + :b * p.dl / st.avgdl))) AS score
+    FROM postings p JOIN df d USING (lexeme) CROSS JOIN stats st
+    GROUP BY p.id
+    ORDER BY score DESC, p.id
+    LIMIT :limit
+)
+SELECT {', '.join('m.' + c for c in _MEMORY_COLUMNS)}, kw.score
+FROM kw JOIN memories m ON m.id = kw.id
+ORDER BY kw.score DESC, m.id
+"""
+    ).columns(*(MemoryRow.__table__.c[name] for name in _MEMORY_COLUMNS), column("score", Float))
 )
 
 MEMORY_TEXT = TextCollection(
@@ -319,6 +367,31 @@ class MemoryStore:
             "model": model, "dims": len(vector), "vector": np.asarray(vector, dtype=np.float32), "limit": limit,
         }
         return list((await self._db.execute(PG_SIMILAR, params)).all())
+
+    async def keyword_rows(
+        self,
+        *,
+        tenant_id: UUID,
+        bank_id: UUID,
+        scope_key: str,
+        now: datetime,
+        filters: ScanFilters,
+        query: str,
+        limit: int,
+    ) -> list[Any] | None:
+        """Return the scope's `limit` live memories best matching `query` by BM25, whole, with their
+        `score` (PostgreSQL, one statement: `PG_KEYWORD`); None when the query has no word at all."""
+        text_query = tsquery_text(query)
+        if text_query is None:
+            return None
+        params = {
+            "tenant_id": tenant_id, "bank_id": bank_id, "scope_key": scope_key, "now": now,
+            "topics": list(filters.topics) if filters.topics else None, "min_confidence": filters.min_confidence,
+            "after": filters.event_time_after, "before": filters.event_time_before,
+            "tsquery": text_query, "query_text": query, "cap": BM25_MATCH_CAP, "k1": BM25_K1, "b": BM25_B,
+            "limit": limit,
+        }
+        return list((await self._db.execute(PG_KEYWORD, params)).all())
 
     async def columns_by_ids(self, *, tenant_id: UUID, ids: Sequence[UUID]) -> list[Any]:
         """Return the tenant's memories among `ids` as plain column rows (PostgreSQL: `PG_BY_IDS`)."""
