@@ -12,8 +12,8 @@ from contextiq.platform.service import Principal
 from contextiq.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
-    """Return the process's runtime."""
+async def get_runtime(request: Request) -> Runtime:
+    """Return the process's runtime (async: FastAPI would run a plain function in a worker thread)."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
