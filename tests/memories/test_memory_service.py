@@ -120,6 +120,14 @@ async def _add(rt: Runtime, tenant: Tenant, fact: str, topic: str = "USER_PREFER
     return memory.id
 
 
+async def _add_facts_hourly(rt: Runtime, tenant: Tenant) -> datetime:
+    """Add FACTS an hour apart from three days ago, with confidences 0.5-0.9; return the first time."""
+    base = utcnow() - timedelta(days=3)
+    for k, (fact, topic) in enumerate(FACTS):
+        await _add(rt, tenant, fact, topic, confidence=0.5 + (k % 5) / 10, event_time=base + timedelta(hours=k))
+    return base
+
+
 def _retrieve(query: str | None = None, **extra: Any) -> RetrieveRequest:
     return RetrieveRequest(scope=extra.pop("scope", USER), query=query, **extra)
 
@@ -479,9 +487,7 @@ async def test_hybrid_scope_scan_ranks_as_the_indexed_path_does(
 ) -> None:
     # PostgreSQL reads a small scope in one statement (`scope_scan`); a big one, and SQLite, go
     # through the indexes. Both must give the same answers, filters included.
-    base = utcnow() - timedelta(days=3)
-    for k, (fact, topic) in enumerate(FACTS):
-        await _add(runtime, tenant, fact, topic, confidence=0.5 + (k % 5) / 10, event_time=base + timedelta(hours=k))
+    base = await _add_facts_hourly(runtime, tenant)
     gone = await _add(runtime, tenant, "I prefer coffee in the dark.", event_time=base)
     await runtime.memories.delete_memory(tenant_id=tenant.id, memory_id=gone)
     requests = [
@@ -569,9 +575,7 @@ async def test_similarity_in_one_statement_equals_the_indexed_path(
     runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # PostgreSQL answers `similarity` with one statement (`PG_SIMILAR`); the vector index path must agree.
-    base = utcnow() - timedelta(days=3)
-    for k, (fact, topic) in enumerate(FACTS):
-        await _add(runtime, tenant, fact, topic, confidence=0.5 + (k % 5) / 10, event_time=base + timedelta(hours=k))
+    base = await _add_facts_hourly(runtime, tenant)
     requests = [
         _retrieve("What pet does the user have?", mode="similarity", top_k=5),
         _retrieve("food", mode="similarity", filters=RetrieveFilters(topics=["USER_PREFERENCES"], min_confidence=0.7)),
@@ -595,9 +599,7 @@ async def test_keyword_in_one_statement_equals_the_indexed_path(
     runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # PostgreSQL answers `keyword` with one statement (`PG_KEYWORD`); keyword_search must agree.
-    base = utcnow() - timedelta(days=3)
-    for k, (fact, topic) in enumerate(FACTS):
-        await _add(runtime, tenant, fact, topic, confidence=0.5 + (k % 5) / 10, event_time=base + timedelta(hours=k))
+    await _add_facts_hourly(runtime, tenant)
     requests = [
         _retrieve("I prefer my coffee black, and window seats", mode="keyword", top_k=5),
         _retrieve('"dark mode" -planes', mode="keyword"),

@@ -55,6 +55,17 @@ class ScanFilters:
     event_time_before: datetime | None = None
 
 
+def _scope_params(
+    tenant_id: UUID, bank_id: UUID, scope_key: str, now: datetime, filters: ScanFilters
+) -> dict[str, Any]:
+    """The parameters of `_SCOPE_FILTERS`."""
+    return {
+        "tenant_id": tenant_id, "bank_id": bank_id, "scope_key": scope_key, "now": now,
+        "topics": list(filters.topics) if filters.topics else None, "min_confidence": filters.min_confidence,
+        "after": filters.event_time_after, "before": filters.event_time_before,
+    }
+
+
 class ScopeText(NamedTuple):
     """One memory of a SQLite scope read: what hybrid ranking needs, the text only when asked."""
 
@@ -74,24 +85,27 @@ class ScopeRow(NamedTuple):
     keyword: float | None
 
 
+# The scope and the retrieve filters, as the plain statements below take them (`_scope_params`).
+_SCOPE_FILTERS = """m.tenant_id = :tenant_id AND m.bank_id = :bank_id AND m.scope_key = :scope_key
+      AND NOT m.is_deleted AND (m.expires_at IS NULL OR m.expires_at > :now)
+      AND (CAST(:topics AS text[]) IS NULL OR m.topic = ANY(CAST(:topics AS text[])))
+      AND (CAST(:min_confidence AS float8) IS NULL OR m.confidence >= CAST(:min_confidence AS float8))
+      AND (CAST(:after AS timestamptz) IS NULL OR m.event_time >= CAST(:after AS timestamptz))
+      AND (CAST(:before AS timestamptz) IS NULL OR m.event_time < CAST(:before AS timestamptz))"""
+
 # One round trip for a hybrid query on a small scope: the scope's live memories in time order (the
 # timeline), each with its cosine similarity and its Okapi BM25 score (statistics over the scope;
 # the same formula as core/search/keyword.py). A plain SQL string, so the driver reuses its
 # prepared statement and no query is built per call.
 PG_SCOPE_SCAN = text(
-    """
+    f"""
 WITH scope AS MATERIALIZED (
     SELECT m.id, COALESCE(m.event_time, m.created_at) AS t, m.created_at AS c, m.fact_fts AS doc,
            CASE WHEN m.embedding IS NOT NULL AND m.embedding_model = :model
                      AND vector_dims(m.embedding) = :dims
                 THEN 1 - (m.embedding <=> :vector) END AS sim
     FROM memories m
-    WHERE m.tenant_id = :tenant_id AND m.bank_id = :bank_id AND m.scope_key = :scope_key
-      AND NOT m.is_deleted AND (m.expires_at IS NULL OR m.expires_at > :now)
-      AND (CAST(:topics AS text[]) IS NULL OR m.topic = ANY(CAST(:topics AS text[])))
-      AND (CAST(:min_confidence AS float8) IS NULL OR m.confidence >= CAST(:min_confidence AS float8))
-      AND (CAST(:after AS timestamptz) IS NULL OR m.event_time >= CAST(:after AS timestamptz))
-      AND (CAST(:before AS timestamptz) IS NULL OR m.event_time < CAST(:before AS timestamptz))
+    WHERE {_SCOPE_FILTERS}
     ORDER BY t, c, m.id
     LIMIT :cap
 ),
@@ -123,13 +137,6 @@ SELECT s.id, s.t, s.sim, kw.score, COALESCE(numnode(q.query), 0) AS nodes
 FROM scope s CROSS JOIN q LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
 """
 ).bindparams(bindparam("vector", type_=Embedding()))
-
-_SCOPE_FILTERS = """m.tenant_id = :tenant_id AND m.bank_id = :bank_id AND m.scope_key = :scope_key
-      AND NOT m.is_deleted AND (m.expires_at IS NULL OR m.expires_at > :now)
-      AND (CAST(:topics AS text[]) IS NULL OR m.topic = ANY(CAST(:topics AS text[])))
-      AND (CAST(:min_confidence AS float8) IS NULL OR m.confidence >= CAST(:min_confidence AS float8))
-      AND (CAST(:after AS timestamptz) IS NULL OR m.event_time >= CAST(:after AS timestamptz))
-      AND (CAST(:before AS timestamptz) IS NULL OR m.event_time < CAST(:before AS timestamptz))"""
 
 _MEMORY_COLUMNS = (
     "id", "bank_id", "scope", "fact", "topic", "confidence", "source_session_id", "source_type",
@@ -319,14 +326,7 @@ class MemoryStore:
         """
         text_query = tsquery_text(query)
         params = {
-            "tenant_id": tenant_id,
-            "bank_id": bank_id,
-            "scope_key": scope_key,
-            "now": now,
-            "topics": list(filters.topics) if filters.topics else None,
-            "min_confidence": filters.min_confidence,
-            "after": filters.event_time_after,
-            "before": filters.event_time_before,
+            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
             "model": model,
             "dims": len(vector),
             "vector": np.asarray(vector, dtype=np.float32),
@@ -361,9 +361,7 @@ class MemoryStore:
         """Return the scope's `limit` live memories nearest to `vector` with their cosine `score`
         (PostgreSQL, one statement: `PG_SIMILAR`); rows have the memory's column names."""
         params = {
-            "tenant_id": tenant_id, "bank_id": bank_id, "scope_key": scope_key, "now": now,
-            "topics": list(filters.topics) if filters.topics else None, "min_confidence": filters.min_confidence,
-            "after": filters.event_time_after, "before": filters.event_time_before,
+            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
             "model": model, "dims": len(vector), "vector": np.asarray(vector, dtype=np.float32), "limit": limit,
         }
         return list((await self._db.execute(PG_SIMILAR, params)).all())
@@ -385,9 +383,7 @@ class MemoryStore:
         if text_query is None:
             return None
         params = {
-            "tenant_id": tenant_id, "bank_id": bank_id, "scope_key": scope_key, "now": now,
-            "topics": list(filters.topics) if filters.topics else None, "min_confidence": filters.min_confidence,
-            "after": filters.event_time_after, "before": filters.event_time_before,
+            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
             "tsquery": text_query, "query_text": query, "cap": BM25_MATCH_CAP, "k1": BM25_K1, "b": BM25_B,
             "limit": limit,
         }
