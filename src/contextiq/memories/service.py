@@ -966,6 +966,13 @@ class MemoryService:
             return await self._retrieve_as_of(tenant_id, bank, request, query, now)
         if not query:
             return await self._newest(tenant_id, bank, request, now)
+        # PostgreSQL answers the single-signal modes in one statement each.
+        if request.mode == "similarity" and self._scans_scope and self._db.is_postgres:
+            return await self._similar(tenant_id, bank, request, query, now)
+        if request.mode == "keyword" and self._db.is_postgres:
+            answered = await self._keyword(tenant_id, bank, request, query, now)
+            if answered is not None:
+                return answered
         # An explicit `rrf_k` asks for the rank fusion of before (kept for clients that tuned it).
         hybrid = request.mode == "hybrid" and "rrf_k" not in request.model_fields_set
         depth = request.top_k if request.mode != "hybrid" else max(request.top_k * 3, 30)
@@ -980,12 +987,6 @@ class MemoryService:
                 built.extend(self._filter_clauses(request.filters, now))
             return built
 
-        if request.mode == "similarity" and self._scans_scope and self._db.is_postgres:
-            return await self._similar(tenant_id, bank, request, query, now)
-        if request.mode == "keyword" and self._db.is_postgres:
-            answered = await self._keyword(tenant_id, bank, request, query, now)
-            if answered is not None:
-                return answered
         # The query is embedded (in a worker thread) while the keyword search runs.
         embedding = asyncio.ensure_future(self.embeddings.embed_one(query)) if request.mode != "keyword" else None
         vector: np.ndarray | None = None
