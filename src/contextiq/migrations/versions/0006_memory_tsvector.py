@@ -20,6 +20,9 @@ hundred characters the row passed the 2 kB TOAST threshold and PostgreSQL moved 
 line, and every cosine distance of a scope search read it back from the TOAST table (4 buffers per
 row instead of 1). Vectors do not compress, so keeping them in the row costs nothing; long facts
 are still TOASTed. The table rewrite that adds `fact_fts` applies it to existing rows.
+
+Adding a stored generated column rewrites `memories` under an exclusive lock: on a large table, run
+the upgrade in a maintenance window.
 """
 
 from __future__ import annotations
