@@ -93,6 +93,24 @@ _SCOPE_FILTERS = """m.tenant_id = :tenant_id AND m.bank_id = :bank_id AND m.scop
       AND (CAST(:after AS timestamptz) IS NULL OR m.event_time >= CAST(:after AS timestamptz))
       AND (CAST(:before AS timestamptz) IS NULL OR m.event_time < CAST(:before AS timestamptz))"""
 
+# Okapi BM25 over the rows of a `matched` CTE (id, doc tsvector), given a `q` CTE (query, lexemes)
+# and the corpus size `{n}`: the same formula as core/search/keyword.py. Yields `kw` (id, score).
+_BM25_CTES = """
+postings AS (
+    SELECT mt.id, u.lexeme, cardinality(u.positions)::float8 AS tf, length(mt.doc)::float8 AS dl
+    FROM matched mt CROSS JOIN q, unnest(mt.doc) u
+    WHERE u.lexeme = ANY(q.lexemes)
+),
+df AS (SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme),
+stats AS (SELECT ({n})::float8 AS n, GREATEST((SELECT avg(length(doc)) FROM matched), 1)::float8 AS avgdl),
+kw AS (
+    SELECT p.id,
+           sum(ln(1 + (GREATEST(st.n, d.df) - d.df + 0.5) / (d.df + 0.5))
+               * p.tf * (:k1 + 1) / (p.tf + :k1 * (1 - :b + :b * p.dl / st.avgdl))) AS score
+    FROM postings p JOIN df d USING (lexeme) CROSS JOIN stats st
+    GROUP BY p.id
+)"""
+
 # One round trip for a hybrid query on a small scope: the scope's live memories in time order (the
 # timeline), each with its cosine similarity and its Okapi BM25 score (statistics over the scope;
 # the same formula as core/search/keyword.py). A plain SQL string, so the driver reuses its
@@ -115,24 +133,7 @@ q AS MATERIALIZED (  -- the query, parsed once (not once per row)
 ),
 matched AS (
     SELECT s.id, s.doc FROM scope s, q WHERE s.doc @@ q.query
-),
-postings AS (
-    SELECT mt.id, u.lexeme, cardinality(u.positions)::float8 AS tf, length(mt.doc)::float8 AS dl
-    FROM matched mt CROSS JOIN q, unnest(mt.doc) u
-    WHERE u.lexeme = ANY(q.lexemes)
-),
-df AS (SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme),
-stats AS (
-    SELECT (SELECT count(*) FROM scope)::float8 AS n,
-           GREATEST((SELECT avg(length(doc)) FROM matched), 1)::float8 AS avgdl
-),
-kw AS (
-    SELECT p.id,
-           sum(ln(1 + (GREATEST(st.n, d.df) - d.df + 0.5) / (d.df + 0.5))
-               * p.tf * (:k1 + 1) / (p.tf + :k1 * (1 - :b + :b * p.dl / st.avgdl))) AS score
-    FROM postings p JOIN df d USING (lexeme) CROSS JOIN stats st
-    GROUP BY p.id
-)
+),{_BM25_CTES.format(n="SELECT count(*) FROM scope")}
 SELECT s.id, s.t, s.sim, kw.score, COALESCE(numnode(q.query), 0) AS nodes
 FROM scope s CROSS JOIN q LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
 """
@@ -144,9 +145,11 @@ _MEMORY_COLUMNS = (
     "is_deleted", "embedding_model", "valid_from", "valid_to",
 )
 
+_MEMORY_SELECT = ", ".join("m." + c for c in _MEMORY_COLUMNS)
+
 # A retrieval's memories by id (PostgreSQL): a plain statement, typed so JSON and times decode.
 PG_BY_IDS = text(
-    f"SELECT {', '.join('m.' + c for c in _MEMORY_COLUMNS)} FROM memories m "
+    f"SELECT {_MEMORY_SELECT} FROM memories m "
     "WHERE m.tenant_id = :tenant_id AND m.id = ANY(CAST(:ids AS uuid[]))"
 ).columns(*(MemoryRow.__table__.c[name] for name in _MEMORY_COLUMNS))
 
@@ -154,9 +157,7 @@ PG_BY_IDS = text(
 PG_SIMILAR = (
     text(
         f"""
-SELECT m.id, m.bank_id, m.scope, m.fact, m.topic, m.confidence, m.source_session_id, m.source_type,
-       m.metadata, m.event_time, m.created_at, m.updated_at, m.expires_at, m.revision_count, m.revision,
-       m.is_deleted, m.embedding_model, m.valid_from, m.valid_to, 1 - (m.embedding <=> :vector) AS score
+SELECT {_MEMORY_SELECT}, 1 - (m.embedding <=> :vector) AS score
 FROM memories m
 WHERE {_SCOPE_FILTERS}
   AND m.embedding IS NOT NULL AND m.embedding_model = :model AND vector_dims(m.embedding) = :dims
@@ -182,29 +183,11 @@ matched AS MATERIALIZED (
     WHERE {_SCOPE_FILTERS} AND m.fact_fts @@ q.query
     ORDER BY ts_rank_cd(m.fact_fts, q.query) DESC
     LIMIT :cap
-),
-postings AS (
-    SELECT mt.id, u.lexeme, cardinality(u.positions)::float8 AS tf, length(mt.doc)::float8 AS dl
-    FROM matched mt CROSS JOIN q, unnest(mt.doc) u
-    WHERE u.lexeme = ANY(q.lexemes)
-),
-df AS (SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme),
-stats AS (
-    SELECT (SELECT count(*) FROM memories m WHERE {_SCOPE_FILTERS})::float8 AS n,
-           GREATEST((SELECT avg(length(doc)) FROM matched), 1)::float8 AS avgdl
-),
-kw AS (
-    SELECT p.id,
-           sum(ln(1 + (GREATEST(st.n, d.df) - d.df + 0.5) / (d.df + 0.5))
-               * p.tf * (:k1 + 1) / (p.tf + :k1 * (1 - :b + :b * p.dl / st.avgdl))) AS score
-    FROM postings p JOIN df d USING (lexeme) CROSS JOIN stats st
-    GROUP BY p.id
-    ORDER BY score DESC, p.id
-    LIMIT :limit
-)
-SELECT {', '.join('m.' + c for c in _MEMORY_COLUMNS)}, kw.score
-FROM kw JOIN memories m ON m.id = kw.id
-ORDER BY kw.score DESC, m.id
+),{_BM25_CTES.format(n="SELECT count(*) FROM memories m WHERE " + _SCOPE_FILTERS)},
+best AS (SELECT id, score FROM kw ORDER BY score DESC, id LIMIT :limit)
+SELECT {_MEMORY_SELECT}, best.score
+FROM best JOIN memories m ON m.id = best.id
+ORDER BY best.score DESC, m.id
 """
     ).columns(*(MemoryRow.__table__.c[name] for name in _MEMORY_COLUMNS), column("score", Float))
 )
