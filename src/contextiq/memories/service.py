@@ -53,7 +53,7 @@ from contextiq.core.scope import describe_scope, scope_key, scope_problem
 from contextiq.core.search.base import SqlCollection, SqlVectorIndex, VectorFilter, VectorIndex, VectorItem
 from contextiq.core.search.factory import make_vector_index
 from contextiq.core.search.hybrid import fuse, recency_decay
-from contextiq.core.search.keyword import bm25_scores, parse_web_query
+from contextiq.core.search.keyword import parse_web_query
 from contextiq.core.search.query import time_windows
 from contextiq.core.search.rerank import (
     RERANK_DEPTH,
@@ -63,7 +63,7 @@ from contextiq.core.search.rerank import (
     rerank,
     scope_timeline,
 )
-from contextiq.core.search.terms import TermIndex, analyse
+from contextiq.core.search.terms import TermIndex, analyse, bm25_scores
 from contextiq.core.types import JSON
 from contextiq.memories.models import (
     ImportLine,
@@ -1141,9 +1141,7 @@ class MemoryService:
             cap=SCOPE_SCAN_CAP,
         )
         if scan is None:
-            self._big_scopes[(tenant_id, bank.id, scope_key(request.scope))] = time.monotonic()
-            while len(self._big_scopes) > 10_000:
-                self._big_scopes.pop(next(iter(self._big_scopes)))
+            self._mark_big_scope(tenant_id, bank, request)
             return None
         found, lexical = scan
         gap = bank.retrieval_config.rerank_config().session_gap
@@ -1206,7 +1204,7 @@ class MemoryService:
         index = self._term_indexes.get(key)
         rows = await store.scope_rows(where=where(), cap=SCOPE_SCAN_CAP, with_text=index is None)
         if rows is None:
-            self._big_scopes[(tenant_id, bank.id, scope_key(request.scope))] = time.monotonic()
+            self._mark_big_scope(tenant_id, bank, request)
             return None
         if index is None:
             index = TermIndex.build([(r.id, r.fact or "") for r in rows])
@@ -1237,6 +1235,12 @@ class MemoryService:
             del self._big_scopes[key]
             return False
         return True
+
+    def _mark_big_scope(self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest) -> None:
+        """Remember that this scope holds more than `SCOPE_SCAN_CAP` memories (at most 10,000 scopes)."""
+        self._big_scopes[(tenant_id, bank.id, scope_key(request.scope))] = time.monotonic()
+        while len(self._big_scopes) > 10_000:
+            self._big_scopes.pop(next(iter(self._big_scopes)))
 
     async def _cached_timeline(
         self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest

@@ -12,7 +12,8 @@ from contextiq.core.search.base import (
 )
 from contextiq.core.search.factory import make_vector_index
 from contextiq.core.search.hybrid import DEFAULT_RRF_K, Fused, fuse, recency_decay, reciprocal_rank_fusion
-from contextiq.core.search.keyword import TextCollection, bm25_scores, keyword_search, query_terms
+from contextiq.core.search.keyword import TextCollection, keyword_search, query_terms
+from contextiq.core.search.terms import bm25_scores
 
 __all__ = [
     "DEFAULT_RRF_K",

@@ -17,9 +17,7 @@ leaves objects named `*_fts`, `*_fts_*` and `*_trgm` out of schema comparisons.
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +42,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 __all__ = [
     "STOPWORDS",
     "TextCollection",
-    "bm25_scores",
     "fts5_match",
     "keyword_search",
     "parse_web_query",
@@ -63,7 +60,7 @@ STOPWORDS = frozenset(
     on or our ours she so some such than that the their theirs them then there these they this those to
     too up very was we were what when where which while who whom why will with would you your yours""".split()
 )
-_WORD = re.compile(r"\w+", re.UNICODE)
+WORD = re.compile(r"\w+", re.UNICODE)  # a word, for every analysis of text in core/search
 TRIGRAM_THRESHOLD = 0.1
 #: Okapi BM25 parameters (the usual ones, and FTS5's).
 BM25_K1 = 1.2
@@ -107,7 +104,7 @@ class TextCollection:
 def query_terms(query: str) -> list[str]:
     """Return the distinct lower-cased words of `query` that are not stop words, in order."""
     seen: dict[str, None] = {}
-    for word in _WORD.findall(query.lower()):
+    for word in WORD.findall(query.lower()):
         if word not in STOPWORDS:
             seen.setdefault(word, None)
     return list(seen)
@@ -264,7 +261,7 @@ def parse_web_query(query: str) -> tuple[list[list[str]], list[list[str]]]:
     for match in _QUERY_PART.finditer(query):
         negated = bool(match.group(1) or match.group(3))
         text = match.group(2) if match.group(2) is not None else match.group(4)
-        words = _WORD.findall(text.lower())
+        words = WORD.findall(text.lower())
         groups = [words] if match.group(2) is not None else [[w] for w in words]
         (unwanted if negated else wanted).extend(g for g in groups if g)
     return wanted, unwanted
@@ -310,32 +307,6 @@ def tsquery_text(query: str) -> str | None:
     if unwanted:
         text = f"({text}) & !({' | '.join(group(w) for w in unwanted)})"
     return text
-
-
-def bm25_scores(query: str, documents: Sequence[str], *, k1: float = 1.2, b: float = 0.75) -> list[float]:
-    """Return the Okapi BM25 score of each document for `query` (0 when no term matches).
-
-    Used where no index applies: ranking a snapshot of the past (`as_of`) in memory.
-    """
-    terms = query_terms(query)
-    if not terms or not documents:
-        return [0.0] * len(documents)
-    tokenized = [_WORD.findall(doc.lower()) for doc in documents]
-    n = len(documents)
-    average = sum(len(t) for t in tokenized) / n or 1.0
-    frequency = Counter(term for tokens in tokenized for term in set(tokens))
-    scores = []
-    for tokens in tokenized:
-        counts = Counter(tokens)
-        score = 0.0
-        for term in terms:
-            tf = counts.get(term, 0)
-            if not tf:
-                continue
-            idf = math.log(1 + (n - frequency[term] + 0.5) / (frequency[term] + 0.5))
-            score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(tokens) / average))
-        scores.append(score)
-    return scores
 
 
 def sqlite_fts5_ddl(*, table: str, column: str, fts_table: str) -> list[str]:

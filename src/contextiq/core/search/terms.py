@@ -13,7 +13,6 @@ cached by the caller per write generation.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -21,18 +20,17 @@ from typing import Generic, TypeVar
 
 import Stemmer
 
-from contextiq.core.search.keyword import BM25_B, BM25_K1, STOPWORDS
+from contextiq.core.search.keyword import BM25_B, BM25_K1, STOPWORDS, WORD
 
-__all__ = ["TermIndex", "analyse"]
+__all__ = ["TermIndex", "analyse", "bm25_scores"]
 
 K = TypeVar("K", bound=Hashable)
-_WORD = re.compile(r"\w+", re.UNICODE)
 _STEMMER = Stemmer.Stemmer("english")
 
 
 def analyse(text: str) -> list[str]:
     """Return the stems of `text`'s words that are not stop words, in order (repeats kept)."""
-    words = [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+    words = [w for w in WORD.findall(text.lower()) if w not in STOPWORDS]
     return list(_STEMMER.stemWords(words)) if words else []
 
 
@@ -72,3 +70,12 @@ class TermIndex(Generic[K]):
                 norm = BM25_K1 * (1 - BM25_B + BM25_B * self.lengths[position] / self.average)
                 scores[position] = scores.get(position, 0.0) + idf * tf * (BM25_K1 + 1) / (tf + norm)
         return {self.ids[p]: s for p, s in scores.items()}
+
+
+def bm25_scores(query: str, documents: Sequence[str]) -> list[float]:
+    """Return each document's BM25 score for `query` (0 when no word matches), `TermIndex`'s way.
+
+    Used where no index applies: ranking a snapshot of the past (`as_of`) in memory.
+    """
+    scores = TermIndex.build(list(enumerate(documents))).score(query)
+    return [scores.get(i, 0.0) for i in range(len(documents))]
