@@ -622,3 +622,16 @@ async def test_keyword_in_one_statement_equals_the_indexed_path(
     monkeypatch.setattr(runtime.memories, "_keyword", no_fast_path)
     assert await answers() == fast
     assert len(fast[0]) >= 3 and len(fast[1]) == 1
+
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+async def test_queries_with_search_syntax_characters_never_fail(runtime: Runtime, tenant: Tenant, mode: str) -> None:
+    # Words reach to_tsquery and FTS5 MATCH quoted, so operators and quotes in a query are plain text.
+    await _add(runtime, tenant, "O'Brien paid 50% of the café bill & left (early).")
+    hostile = ["O'Brien", "a & b | !c", "(early", 'café "bill', "50%:*", "'; DROP TABLE memories; --",
+               "NEAR(a b)", "x AND OR NOT", "\\", "-", '"', "ÿ üñî", "*", "a:b", "<->"]
+    for query in hostile:
+        found = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve(query, mode=mode))
+        assert isinstance(found.memories, list), query
+    hit = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=_retrieve("café O'Brien", mode=mode))
+    assert hit.memories and "café" in hit.memories[0].memory.fact
