@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from contextiq.core.db.helpers import insert_ignore
-from contextiq.core.db.types import Embedding
+from contextiq.core.db.types import QueryVector
 from contextiq.core.search.base import Hit, SqlVectorIndex, VectorFilter
 from contextiq.core.search.keyword import (
     BM25_B,
@@ -121,7 +121,7 @@ WITH scope AS MATERIALIZED (
     SELECT m.id, COALESCE(m.event_time, m.created_at) AS t, m.created_at AS c, m.fact_fts AS doc,
            CASE WHEN m.embedding IS NOT NULL AND m.embedding_model = :model
                      AND vector_dims(m.embedding) = :dims
-                THEN 1 - (m.embedding <=> :vector) END AS sim
+                THEN 1 - (m.embedding <=> CAST(:vector AS vector)) END AS sim
     FROM memories m
     WHERE {_SCOPE_FILTERS}
     ORDER BY t, c, m.id
@@ -137,7 +137,7 @@ matched AS (
 SELECT s.id, s.t, s.sim, kw.score, COALESCE(numnode(q.query), 0) AS nodes
 FROM scope s CROSS JOIN q LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
 """
-).bindparams(bindparam("vector", type_=Embedding()))
+).bindparams(bindparam("vector", type_=QueryVector()))
 
 _MEMORY_COLUMNS = (
     "id", "bank_id", "scope", "fact", "topic", "confidence", "source_session_id", "source_type",
@@ -157,15 +157,15 @@ PG_BY_IDS = text(
 PG_SIMILAR = (
     text(
         f"""
-SELECT {_MEMORY_SELECT}, 1 - (m.embedding <=> :vector) AS score
+SELECT {_MEMORY_SELECT}, 1 - (m.embedding <=> CAST(:vector AS vector)) AS score
 FROM memories m
 WHERE {_SCOPE_FILTERS}
   AND m.embedding IS NOT NULL AND m.embedding_model = :model AND vector_dims(m.embedding) = :dims
-ORDER BY m.embedding <=> :vector, m.id
+ORDER BY m.embedding <=> CAST(:vector AS vector), m.id
 LIMIT :limit
 """
     )
-    .bindparams(bindparam("vector", type_=Embedding()))
+    .bindparams(bindparam("vector", type_=QueryVector()))
     .columns(*(MemoryRow.__table__.c[name] for name in _MEMORY_COLUMNS), column("score", Float))
 )
 
@@ -312,7 +312,7 @@ class MemoryStore:
             **_scope_params(tenant_id, bank_id, scope_key, now, filters),
             "model": model,
             "dims": len(vector),
-            "vector": np.asarray(vector, dtype=np.float32),
+            "vector": vector,
             "tsquery": text_query or "",
             "has_words": text_query is not None,
             "query_text": query,
@@ -345,7 +345,7 @@ class MemoryStore:
         (PostgreSQL, one statement: `PG_SIMILAR`); rows have the memory's column names."""
         params = {
             **_scope_params(tenant_id, bank_id, scope_key, now, filters),
-            "model": model, "dims": len(vector), "vector": np.asarray(vector, dtype=np.float32), "limit": limit,
+            "model": model, "dims": len(vector), "vector": vector, "limit": limit,
         }
         return list((await self._db.execute(PG_SIMILAR, params)).all())
 

@@ -493,3 +493,101 @@ async def test_large_inputs_split_across_workers_keep_order_and_values() -> None
     many = await parallel.embed(texts)
     assert many.shape == (300, 384)
     assert float(abs(one - many).max()) < 1e-5
+
+
+# -- coalescing of small concurrent inputs --------------------------------------------------
+
+
+class CoalescingProbe(LocalMiniLMProvider):
+    """The real model, counting the texts of each inference run by the coalescing workers."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.runs: list[int] = []
+        self.fail_with: Exception | None = None
+
+    def _embed_sync(self, texts: list[str]) -> VectorBatch:
+        self.runs.append(len(texts))
+        if self.fail_with is not None:
+            raise self.fail_with
+        return super()._embed_sync(texts)
+
+
+async def test_concurrent_small_inputs_share_inferences_and_get_their_own_rows() -> None:
+    provider = CoalescingProbe(max_concurrency=1)
+    texts = [f"query {i} about {'the garden' if i % 2 else 'a trip to Paris in May'}" for i in range(24)]
+    alone = np.stack([(await provider.embed([t]))[0] for t in texts])
+    assert provider.runs == [1] * 24
+    provider.runs.clear()
+
+    results: dict[int, VectorBatch] = {}
+
+    async def one(i: int) -> None:
+        # one text or two: each caller must get exactly its own rows, in its order
+        results[i] = await provider.embed(texts[i : i + 2] if i % 3 == 0 else [texts[i]])
+
+    async with anyio.create_task_group() as group:
+        for i in range(24):
+            group.start_soon(one, i)
+    assert sum(provider.runs) == sum(2 if i % 3 == 0 else 1 for i in range(24))
+    assert len(provider.runs) < 24, provider.runs  # callers waiting meanwhile went in one inference
+    for i, rows in results.items():
+        expected = alone[i : i + 2] if i % 3 == 0 else alone[i : i + 1]
+        np.testing.assert_array_equal(rows, expected)  # the same bits, whatever the batch
+    await provider.aclose()
+
+
+async def test_a_failed_inference_fails_every_caller_of_its_batch_and_the_next_one_works() -> None:
+    provider = CoalescingProbe(max_concurrency=1)
+    await provider.embed(["load the model first"])
+    provider.fail_with = EmbeddingError("onnxruntime failed on purpose")
+    outcomes: list[BaseException | None] = []
+
+    async def one(i: int) -> None:
+        try:
+            await provider.embed([f"text {i}"])
+            outcomes.append(None)
+        except EmbeddingError as exc:
+            outcomes.append(exc)
+
+    async with anyio.create_task_group() as group:
+        for i in range(5):
+            group.start_soon(one, i)
+    assert len(outcomes) == 5 and all(isinstance(o, EmbeddingError) for o in outcomes)
+    provider.fail_with = None
+    assert (await provider.embed(["works again"])).shape == (1, DIMENSION)
+    await provider.aclose()
+
+
+async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
+    provider = CoalescingProbe(max_concurrency=1)
+    await provider.embed(["load the model first"])
+    done: dict[int, VectorBatch] = {}
+
+    async def one(i: int) -> None:
+        done[i] = await provider.embed([f"text number {i}"])
+
+    async with anyio.create_task_group() as group:
+        for i in range(6):
+            group.start_soon(one, i)
+        with anyio.move_on_after(0):  # gives up at its first wait
+            await provider.embed(["never mind"])
+    assert sorted(done) == list(range(6))
+    assert all(v.shape == (1, DIMENSION) for v in done.values())
+    await provider.aclose()
+
+
+async def test_idle_coalescing_workers_exit_and_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from contextiq.core.llm.embeddings import local as local_module
+
+    monkeypatch.setattr(local_module, "_WORKER_IDLE_SECONDS", 0.05)
+    provider = LocalMiniLMProvider(max_concurrency=2)
+    first = await provider.embed(["a short text"])
+    for _ in range(100):  # the workers leave once idle
+        if provider._workers == 0:
+            break
+        await anyio.sleep(0.05)
+    assert provider._workers == 0
+    again = await provider.embed(["a short text"])
+    np.testing.assert_array_equal(first, again)
+    await provider.aclose()

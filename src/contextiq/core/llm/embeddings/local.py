@@ -32,10 +32,13 @@ Both produce vectors of the same space, named :data:`MODEL_NAME`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import itertools
 import os
+import queue
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,6 +92,8 @@ _MAX_POSITIONS = 512
 # Texts tokenised in one call; each such group is sorted by length and cut
 # into batches, so a batch holds texts of similar length (little padding).
 _TOKENIZE_GROUP = 1024
+#: A coalescing worker thread that found no work for this long exits (a later call starts one).
+_WORKER_IDLE_SECONDS = 30.0
 
 
 def _package_dir(package: str) -> Path | None:
@@ -468,6 +473,32 @@ def _int8_model(model: bytes) -> bytes:
     return bytes(result)
 
 
+class _Job:
+    """Texts one caller waits for, with the event loop and future to answer on."""
+
+    __slots__ = ("future", "loop", "texts")
+
+    def __init__(self, texts: list[str], loop: asyncio.AbstractEventLoop, future: asyncio.Future[VectorBatch]) -> None:
+        self.texts = texts
+        self.loop = loop
+        self.future = future
+
+    def settle(self, result: VectorBatch | None, error: BaseException | None) -> None:
+        """Answer the caller from a worker thread (nothing if it gave up or its loop is gone)."""
+        with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+
+
+def _settle(future: asyncio.Future[VectorBatch], result: VectorBatch | None, error: BaseException | None) -> None:
+    if future.done():  # cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert result is not None
+        future.set_result(result)
+
+
 class _Loaded:
     """The tokenizer and the inference session, once loaded."""
 
@@ -489,6 +520,14 @@ class LocalMiniLMProvider(EmbeddingProvider):
     Inputs are tokenised, sorted by length and run in batches of
     ``batch_size`` padded to the longest text of the batch; the rows come back
     in input order. Texts longer than ``max_tokens`` are truncated.
+
+    Small inputs (fewer than ``batch_size`` texts, such as a query) are
+    coalesced: they queue for ``max_concurrency`` worker threads, and a worker
+    that becomes free embeds everything queued (up to ``batch_size`` texts) in
+    one inference. A lone call starts at once; under concurrent load, calls
+    share inferences, which costs less per text than one inference each and
+    one thread hand-off per batch instead of one per call. A text's vector
+    does not depend on what it was batched with.
 
     Args:
         precision: ``"int8"`` (default: int8 GEMMs with activations quantised
@@ -541,6 +580,9 @@ class LocalMiniLMProvider(EmbeddingProvider):
         self._load_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._parallel = max_concurrency
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._workers = 0
+        self._workers_lock = threading.Lock()
 
     # -- public API ----------------------------------------------------------------------
 
@@ -554,6 +596,8 @@ class LocalMiniLMProvider(EmbeddingProvider):
         items = check_texts(texts)
         if not items:
             return np.zeros((0, DIMENSION), dtype=np.float32)
+        if len(items) < self.batch_size:
+            return await self._coalesced(items)
         parts = min(self._parallel, len(items) // self.batch_size)
         if parts < 2:
             return await anyio.to_thread.run_sync(self._embed_sync, items)
@@ -572,6 +616,17 @@ class LocalMiniLMProvider(EmbeddingProvider):
                 group.start_soon(run, first, last)
         return result
 
+    async def _coalesced(self, items: list[str]) -> VectorBatch:
+        """Queue `items` for the coalescing workers and wait for their rows."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[VectorBatch] = loop.create_future()
+        self._queue.put(_Job(items, loop, future))
+        with self._workers_lock:  # after the put: an exiting worker re-checks the queue under this lock
+            while self._workers < self._parallel:
+                self._workers += 1
+                threading.Thread(target=self._work, name="contextiq-embed", daemon=True).start()
+        return await future
+
     async def load(self) -> None:
         """Load the model now (in a worker thread) rather than on first use.
 
@@ -585,6 +640,39 @@ class LocalMiniLMProvider(EmbeddingProvider):
         self._loaded = None
 
     # -- worker-thread side --------------------------------------------------------------
+
+    def _work(self) -> None:
+        """A coalescing worker: embed every queued job (up to `batch_size` texts) in one inference."""
+        while True:
+            try:
+                first = self._queue.get(timeout=_WORKER_IDLE_SECONDS)
+            except queue.Empty:
+                with self._workers_lock:
+                    if self._queue.empty():
+                        self._workers -= 1
+                        return
+                continue
+            jobs, count = [first], len(first.texts)
+            while count < self.batch_size:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                jobs.append(job)
+                count += len(job.texts)
+            jobs = [job for job in jobs if not job.future.cancelled()]
+            if not jobs:
+                continue
+            try:
+                vectors = self._embed_sync([text for job in jobs for text in job.texts])
+            except BaseException as exc:  # every waiting caller gets the error
+                for job in jobs:
+                    job.settle(None, exc)
+                continue
+            offset = 0
+            for job in jobs:
+                job.settle(vectors[offset : offset + len(job.texts)], None)
+                offset += len(job.texts)
 
     def _ensure_loaded(self) -> _Loaded:
         loaded = self._loaded
