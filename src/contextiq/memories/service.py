@@ -1059,7 +1059,9 @@ class MemoryService:
                 fused = request.mode == "hybrid" and not hybrid
                 rows = {r.id: r for r in await store.get_many(tenant_id=tenant_id, ids=ids, embedding=fused)}
         if hybrid and self._db.is_postgres:
-            live = {r.id: r for r in picked if not r.is_deleted and (r.expires_at is None or r.expires_at > now)}
+            live = {
+                r["id"]: r for r in picked if not r["is_deleted"] and (r["expires_at"] is None or r["expires_at"] > now)
+            }
             return RetrieveResponse(memories=[
                 RetrievedMemory(memory=_memory_from_columns(live[i]), score=score, scores=scores)
                 for i, score, scores in ranked[: request.top_k] if i in live
@@ -1162,7 +1164,7 @@ class MemoryService:
                 limit=request.top_k,
             )
         return RetrieveResponse(memories=[
-            RetrievedMemory(memory=_memory_from_columns(r), score=float(r.score), scores={"similarity": float(r.score)})
+            RetrievedMemory(memory=_memory_from_columns(r), score=r["score"], scores={"similarity": r["score"]})
             for r in rows
         ])
 
@@ -1179,7 +1181,7 @@ class MemoryService:
         if not rows:
             return None
         return RetrieveResponse(memories=[
-            RetrievedMemory(memory=_memory_from_columns(r), score=float(r.score), scores={"keyword": float(r.score)})
+            RetrievedMemory(memory=_memory_from_columns(r), score=r["score"], scores={"keyword": r["score"]})
             for r in rows
         ])
 
@@ -1746,14 +1748,23 @@ def _scan_filters(f: RetrieveFilters) -> ScanFilters:
 
 
 def _memory_from_columns(r: Any) -> Memory:
-    """The API model of a memory read as plain columns (a row of `PG_SIMILAR`), as `memory_model` does."""
+    """The API model of a memory read as plain columns (a record of `PG_SIMILAR` and the other plain
+    statements: core/db/plain.py), as `memory_model` does."""
     return Memory(
-        id=r.id, bank_id=r.bank_id, scope=dict(r.scope), fact=r.fact, topic=r.topic,
-        confidence=_confidence(r.confidence), source_session_id=r.source_session_id, source_type=r.source_type,
-        metadata=dict(r.metadata or {}), event_time=r.event_time, created_at=r.created_at, updated_at=r.updated_at,
-        expires_at=r.expires_at, revision_count=r.revision_count, revision=r.revision, is_deleted=r.is_deleted,
-        embedding_model=r.embedding_model, valid_from=r.valid_from, valid_to=r.valid_to,
+        id=r["id"], bank_id=r["bank_id"], scope=_json_object(r["scope"]), fact=r["fact"], topic=r["topic"],
+        confidence=_confidence(r["confidence"]), source_session_id=r["source_session_id"],
+        source_type=r["source_type"], metadata=_json_object(r["metadata"]), event_time=r["event_time"],
+        created_at=r["created_at"], updated_at=r["updated_at"], expires_at=r["expires_at"],
+        revision_count=r["revision_count"], revision=r["revision"], is_deleted=r["is_deleted"],
+        embedding_model=r["embedding_model"], valid_from=r["valid_from"], valid_to=r["valid_to"],
     )
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """A JSONB column as the driver returned it: decoded (SQLAlchemy's asyncpg codec) or as text."""
+    if value is None:
+        return {}
+    return dict(json.loads(value) if isinstance(value, str) else value)
 
 
 def _confidence_floor(minimum: float) -> float:

@@ -15,23 +15,19 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy import (
     ColumnElement,
-    Float,
     and_,
-    bindparam,
-    column,
     delete,
     func,
     literal_column,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from contextiq.core.db.helpers import insert_ignore
-from contextiq.core.db.types import QueryVector
+from contextiq.core.db.plain import PlainStatement, driver_connection
 from contextiq.core.search.base import Hit, SqlVectorIndex, VectorFilter
 from contextiq.core.search.keyword import (
     BM25_B,
@@ -102,26 +98,28 @@ postings AS (
     WHERE u.lexeme = ANY(q.lexemes)
 ),
 df AS (SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme),
-stats AS (SELECT ({n})::float8 AS n, GREATEST((SELECT avg(length(doc)) FROM matched), 1)::float8 AS avgdl),
+stats AS (SELECT ({n})::float8 AS n, GREATEST((SELECT avg(length(doc)) FROM matched), 1)::float8 AS avgdl,
+                  CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b),
 kw AS (
     SELECT p.id,
            sum(ln(1 + (GREATEST(st.n, d.df) - d.df + 0.5) / (d.df + 0.5))
-               * p.tf * (:k1 + 1) / (p.tf + :k1 * (1 - :b + :b * p.dl / st.avgdl))) AS score
+               * p.tf * (st.k1 + 1) / (p.tf + st.k1 * (1 - st.b + st.b * p.dl / st.avgdl))) AS score
     FROM postings p JOIN df d USING (lexeme) CROSS JOIN stats st
     GROUP BY p.id
 )"""
 
 # One round trip for a hybrid query on a small scope: the scope's live memories in time order (the
 # timeline), each with its cosine similarity and its Okapi BM25 score (statistics over the scope;
-# the same formula as core/search/keyword.py). A plain SQL string, so the driver reuses its
-# prepared statement and no query is built per call.
-PG_SCOPE_SCAN = text(
+# the same formula as core/search/keyword.py). Run on the driver connection (core/db/plain.py), so
+# asyncpg reuses its prepared statement and no query is built per call. The query vector is bound as
+# a float4[] (binary) and cast: pgvector's own type would format every float as text.
+PG_SCOPE_SCAN = PlainStatement(
     f"""
 WITH scope AS MATERIALIZED (
     SELECT m.id, COALESCE(m.event_time, m.created_at) AS t, m.created_at AS c, m.fact_fts AS doc,
            CASE WHEN m.embedding IS NOT NULL AND m.embedding_model = :model
                      AND vector_dims(m.embedding) = :dims
-                THEN 1 - (m.embedding <=> CAST(:vector AS vector)) END AS sim
+                THEN 1 - (m.embedding <=> CAST(CAST(:vector AS real[]) AS vector)) END AS sim
     FROM memories m
     WHERE {_SCOPE_FILTERS}
     ORDER BY t, c, m.id
@@ -137,7 +135,7 @@ matched AS (
 SELECT s.id, s.t, s.sim, kw.score, COALESCE(numnode(q.query), 0) AS nodes
 FROM scope s CROSS JOIN q LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
 """
-).bindparams(bindparam("vector", type_=QueryVector()))
+)
 
 _MEMORY_COLUMNS = (
     "id", "bank_id", "scope", "fact", "topic", "confidence", "source_session_id", "source_type",
@@ -147,33 +145,28 @@ _MEMORY_COLUMNS = (
 
 _MEMORY_SELECT = ", ".join("m." + c for c in _MEMORY_COLUMNS)
 
-# A retrieval's memories by id (PostgreSQL): a plain statement, typed so JSON and times decode.
-PG_BY_IDS = text(
+# A retrieval's memories by id (PostgreSQL).
+PG_BY_IDS = PlainStatement(
     f"SELECT {_MEMORY_SELECT} FROM memories m "
     "WHERE m.tenant_id = :tenant_id AND m.id = ANY(CAST(:ids AS uuid[]))"
-).columns(*(MemoryRow.__table__.c[name] for name in _MEMORY_COLUMNS))
+)
 
 # The `similarity` mode on PostgreSQL in one round trip: the scope's nearest memories, whole.
-PG_SIMILAR = (
-    text(
-        f"""
-SELECT {_MEMORY_SELECT}, 1 - (m.embedding <=> CAST(:vector AS vector)) AS score
+PG_SIMILAR = PlainStatement(
+    f"""
+SELECT {_MEMORY_SELECT}, 1 - (m.embedding <=> CAST(CAST(:vector AS real[]) AS vector)) AS score
 FROM memories m
 WHERE {_SCOPE_FILTERS}
   AND m.embedding IS NOT NULL AND m.embedding_model = :model AND vector_dims(m.embedding) = :dims
-ORDER BY m.embedding <=> CAST(:vector AS vector), m.id
+ORDER BY m.embedding <=> CAST(CAST(:vector AS real[]) AS vector), m.id
 LIMIT :limit
 """
-    )
-    .bindparams(bindparam("vector", type_=QueryVector()))
-    .columns(*(MemoryRow.__table__.c[name] for name in _MEMORY_COLUMNS), column("score", Float))
 )
 
 # The `keyword` mode on PostgreSQL in one round trip: BM25 over the scope (as core/search/keyword.py
 # computes it), the best memories whole. The scope-led GIN index finds the matching rows.
-PG_KEYWORD = (
-    text(
-        f"""
+PG_KEYWORD = PlainStatement(
+    f"""
 WITH q AS MATERIALIZED (
     SELECT to_tsquery('english', :tsquery) AS query,
            tsvector_to_array(to_tsvector('english', :query_text)) AS lexemes
@@ -189,7 +182,6 @@ SELECT {_MEMORY_SELECT}, best.score
 FROM best JOIN memories m ON m.id = best.id
 ORDER BY best.score DESC, m.id
 """
-    ).columns(*(MemoryRow.__table__.c[name] for name in _MEMORY_COLUMNS), column("score", Float))
 )
 
 MEMORY_TEXT = TextCollection(
@@ -312,7 +304,7 @@ class MemoryStore:
             **_scope_params(tenant_id, bank_id, scope_key, now, filters),
             "model": model,
             "dims": len(vector),
-            "vector": vector,
+            "vector": np.asarray(vector, dtype=np.float32).tolist(),
             "tsquery": text_query or "",
             "has_words": text_query is not None,
             "query_text": query,
@@ -320,7 +312,7 @@ class MemoryStore:
             "k1": BM25_K1,
             "b": BM25_B,
         }
-        rows = (await self._db.execute(PG_SCOPE_SCAN, params)).all()
+        rows = await PG_SCOPE_SCAN.fetch(await driver_connection(self._db), params)
         if len(rows) > cap:
             return None
         scan = [
@@ -345,9 +337,10 @@ class MemoryStore:
         (PostgreSQL, one statement: `PG_SIMILAR`); rows have the memory's column names."""
         params = {
             **_scope_params(tenant_id, bank_id, scope_key, now, filters),
-            "model": model, "dims": len(vector), "vector": vector, "limit": limit,
+            "model": model, "dims": len(vector), "vector": np.asarray(vector, dtype=np.float32).tolist(),
+            "limit": limit,
         }
-        return list((await self._db.execute(PG_SIMILAR, params)).all())
+        return await PG_SIMILAR.fetch(await driver_connection(self._db), params)
 
     async def keyword_rows(
         self,
@@ -370,13 +363,13 @@ class MemoryStore:
             "tsquery": text_query, "query_text": query, "cap": BM25_MATCH_CAP, "k1": BM25_K1, "b": BM25_B,
             "limit": limit,
         }
-        return list((await self._db.execute(PG_KEYWORD, params)).all())
+        return await PG_KEYWORD.fetch(await driver_connection(self._db), params)
 
     async def columns_by_ids(self, *, tenant_id: UUID, ids: Sequence[UUID]) -> list[Any]:
         """Return the tenant's memories among `ids` as plain column rows (PostgreSQL: `PG_BY_IDS`)."""
         if not ids:
             return []
-        return list((await self._db.execute(PG_BY_IDS, {"tenant_id": tenant_id, "ids": list(ids)})).all())
+        return await PG_BY_IDS.fetch(await driver_connection(self._db), {"tenant_id": tenant_id, "ids": list(ids)})
 
     async def scope_rows(
         self, *, where: Sequence[ColumnElement[bool]], cap: int, with_text: bool
