@@ -87,7 +87,16 @@ from contextiq.memories.models import (
     TtlKind,
     parse_duration,
 )
-from contextiq.memories.store import VECTOR_COLLECTION, MemoryStore, ScanFilters, in_scope, live, merge_patch
+from contextiq.memories.store import (
+    VECTOR_COLLECTION,
+    MemoryStore,
+    PgRetrieval,
+    ScanFilters,
+    ScopeScan,
+    in_scope,
+    live,
+    merge_patch,
+)
 from contextiq.memories.tables import MemoryBankRow, MemoryRevisionRow, MemoryRow
 
 log = logging.getLogger(__name__)
@@ -989,6 +998,14 @@ class MemoryService:
 
         # The query is embedded (in a worker thread) while the keyword search runs.
         embedding = asyncio.ensure_future(self.embeddings.embed_one(query)) if request.mode != "keyword" else None
+        if hybrid and embedding is not None and self._db.is_postgres:
+            try:
+                answered = await self._hybrid_pg(tenant_id, bank, request, query, now, depth, embedding)
+            except BaseException:
+                embedding.cancel()
+                raise
+            if answered is not None:
+                return answered
         vector: np.ndarray | None = None
         similar: list[tuple[UUID, float]] = []
         keyword: list[tuple[UUID, float]] = []
@@ -1003,7 +1020,9 @@ class MemoryService:
                     if embedding is not None and self._scans_scope and not self._is_big_scope(tenant_id, bank, request):
                         vector = await embedding
                         if self._db.is_postgres:
-                            scan = await self._scan_scope(store, tenant_id, bank, request, query, vector, now, depth)
+                            reads = await store.plain()
+                            read = await self._read_scope(reads, tenant_id, bank, request, query, vector, now)
+                            scan = None if read is None else self._scan_parts(bank, read, depth, timeline)
                         else:
                             scan = await self._scan_scope_sqlite(
                                 store, tenant_id, bank, request, query, vector, depth, where, timeline_key
@@ -1053,19 +1072,13 @@ class MemoryService:
             else:
                 ids = list(dict.fromkeys([i for i, _ in similar] + [i for i, _ in keyword]))
             if hybrid and self._db.is_postgres:
-                picked = await store.columns_by_ids(tenant_id=tenant_id, ids=ids)
+                picked = await (await store.plain()).columns_by_ids(tenant_id=tenant_id, ids=ids)
             else:
                 # Only rank fusion (`rrf_k`) scores rows by their stored vector; the rest skip loading it.
                 fused = request.mode == "hybrid" and not hybrid
                 rows = {r.id: r for r in await store.get_many(tenant_id=tenant_id, ids=ids, embedding=fused)}
         if hybrid and self._db.is_postgres:
-            live = {
-                r["id"]: r for r in picked if not r["is_deleted"] and (r["expires_at"] is None or r["expires_at"] > now)
-            }
-            return RetrieveResponse(memories=[
-                RetrievedMemory(memory=_memory_from_columns(live[i]), score=score, scores=scores)
-                for i, score, scores in ranked[: request.top_k] if i in live
-            ])
+            return _ranked_response(ranked[: request.top_k], picked, now)
         if hybrid:
             rows = {i: r for i, r in rows.items() if not r.is_deleted and not _expired(r, now)}
             return RetrieveResponse(memories=[
@@ -1079,7 +1092,7 @@ class MemoryService:
 
     async def _rerank(
         self,
-        db: AsyncSession,
+        db: AsyncSession | None,
         tenant_id: UUID,
         bank: MemoryBank,
         request: RetrieveRequest,
@@ -1094,6 +1107,7 @@ class MemoryService:
         """Hybrid: fuse the signals with neighbour, session and time context (core/search/rerank.py)."""
         config = bank.retrieval_config.rerank_config()
         if timeline is None:
+            assert db is not None, "a rerank without a timeline reads it"
             timeline = await scope_timeline(
                 db, table=MemoryRow.__table__, where=where(), session_gap=config.session_gap
             )
@@ -1108,6 +1122,7 @@ class MemoryService:
         )
         confidence: dict[UUID, float] = {}
         if request.confidence_weight:
+            assert db is not None, "a confidence boost reads the candidates' confidence"
             rows = await MemoryStore(db).get_many(tenant_id=tenant_id, ids=[r.id for r in reranked])
             confidence = {row.id: row.confidence for row in rows}
         half_life = parse_duration(request.recency_half_life)
@@ -1124,41 +1139,89 @@ class MemoryService:
         out.sort(key=lambda t: -t[1])
         return out
 
-    async def _scan_scope(
+    async def _hybrid_pg(
         self,
-        store: MemoryStore,
+        tenant_id: UUID,
+        bank: MemoryBank,
+        request: RetrieveRequest,
+        query: str,
+        now: datetime,
+        depth: int,
+        embedding: asyncio.Future[np.ndarray],
+    ) -> RetrieveResponse | None:
+        """`hybrid` on PostgreSQL for a scope of at most `SCOPE_SCAN_CAP` memories, on one pooled
+        connection and no ORM session: one statement reads the scope (timeline, similarities, BM25),
+        the reranker orders it, a second reads the winners whole.
+
+        None: the general path answers (a big scope, a query of stop words only, which the trigram
+        fallback ranks, a confidence boost, which reads every candidate, an external vector index).
+        """
+        if not self._scans_scope or request.confidence_weight or self._is_big_scope(tenant_id, bank, request):
+            return None
+        timeline, timeline_key = await self._cached_timeline(tenant_id, bank, request)
+        vector = await embedding
+        async with self._db.driver_connection() as conn:
+            reads = PgRetrieval(conn)
+            scan = await self._read_scope(reads, tenant_id, bank, request, query, vector, now)
+            if scan is None:
+                return None
+            parts = self._scan_parts(bank, scan, depth, timeline)
+            if parts[2] is None:
+                return None
+            timeline = parts[0]
+            self._timelines.put(timeline_key, timeline)
+            ranked = await self._rerank(
+                None, tenant_id, bank, request, query, list, parts[1], parts[2], now, timeline, timeline_key
+            )
+            ranked = ranked[: request.top_k]
+            picked = await reads.columns_by_ids(tenant_id=tenant_id, ids=[i for i, _, _ in ranked])
+        return _ranked_response(ranked, picked, now)
+
+    async def _read_scope(
+        self,
+        reads: PgRetrieval,
         tenant_id: UUID,
         bank: MemoryBank,
         request: RetrieveRequest,
         query: str,
         vector: np.ndarray,
         now: datetime,
-        depth: int,
-    ) -> tuple[Timeline[UUID], list[tuple[UUID, float]], list[tuple[UUID, float]] | None] | None:
-        """Read a small scope whole in one statement (PostgreSQL): its timeline, every memory's
-        similarity, the keyword hits (None when the query has no lexeme); None for a big scope."""
-        scan = await store.scope_scan(
+    ) -> ScopeScan | None:
+        """Read a small scope whole in one statement (PostgreSQL); None for a big one (remembered)."""
+        scan = await reads.scope_scan(
             tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
             filters=_scan_filters(request.filters), vector=vector, model=self.embeddings.model, query=query,
             cap=SCOPE_SCAN_CAP,
         )
         if scan is None:
             self._mark_big_scope(tenant_id, bank, request)
-            return None
-        found, lexical = scan
-        gap = bank.retrieval_config.rerank_config().session_gap
-        timeline = Timeline.build(((r.id, r.time) for r in found), session_gap=gap)
-        similar = sorted(((r.id, r.similarity) for r in found if r.similarity is not None), key=lambda p: -p[1])
-        keyword = sorted(((r.id, r.keyword) for r in found if r.keyword is not None), key=lambda p: -p[1])[:depth]
-        return timeline, similar, keyword if keyword or lexical else None
+        return scan
+
+    @staticmethod
+    def _scan_parts(
+        bank: MemoryBank, scan: ScopeScan, depth: int, timeline: Timeline[UUID] | None
+    ) -> tuple[Timeline[UUID], list[tuple[UUID, float]], list[tuple[UUID, float]] | None]:
+        """A scope scan as the reranker takes it: the timeline (`timeline` if cached), every
+        memory's similarity and the best `depth` keyword hits, best first (None when the query has
+        no lexeme: the trigram fallback ranks)."""
+        if timeline is None:
+            gap = bank.retrieval_config.rerank_config().session_gap
+            timeline = Timeline.build(zip(scan.ids, scan.times, strict=True), session_gap=gap)
+        similar = sorted(
+            ((i, s) for i, s in zip(scan.ids, scan.similarity, strict=True) if s is not None), key=lambda p: -p[1]
+        )
+        keyword = sorted(
+            ((i, k) for i, k in zip(scan.ids, scan.keyword, strict=True) if k is not None), key=lambda p: -p[1]
+        )[:depth]
+        return timeline, similar, keyword if keyword or scan.has_words else None
 
     async def _similar(
         self, tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest, query: str, now: datetime
     ) -> RetrieveResponse:
         """`similarity` on PostgreSQL: the nearest memories, whole, in one statement (`PG_SIMILAR`)."""
         vector = await self.embeddings.embed_one(query)
-        async with self._db.read() as db:
-            rows = await MemoryStore(db).similar_rows(
+        async with self._db.driver_connection() as conn:
+            rows = await PgRetrieval(conn).similar_rows(
                 tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
                 filters=_scan_filters(request.filters), vector=vector, model=self.embeddings.model,
                 limit=request.top_k,
@@ -1173,8 +1236,8 @@ class MemoryService:
     ) -> RetrieveResponse | None:
         """`keyword` on PostgreSQL in one statement (`PG_KEYWORD`); None when nothing matches, so that
         the indexed path can try its trigram fallback (a query of only stop words)."""
-        async with self._db.read() as db:
-            rows = await MemoryStore(db).keyword_rows(
+        async with self._db.driver_connection() as conn:
+            rows = await PgRetrieval(conn).keyword_rows(
                 tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
                 filters=_scan_filters(request.filters), query=query, limit=request.top_k,
             )
@@ -1758,6 +1821,18 @@ def _memory_from_columns(r: Any) -> Memory:
         revision_count=r["revision_count"], revision=r["revision"], is_deleted=r["is_deleted"],
         embedding_model=r["embedding_model"], valid_from=r["valid_from"], valid_to=r["valid_to"],
     )
+
+
+def _ranked_response(
+    ranked: Sequence[tuple[UUID, float, dict[str, float]]], picked: Sequence[Any], now: datetime
+) -> RetrieveResponse:
+    """The reranked memories, whole, from their plain-column rows (`picked`), best first; a memory
+    deleted or expired since the scope was read is left out."""
+    live = {r["id"]: r for r in picked if not r["is_deleted"] and (r["expires_at"] is None or r["expires_at"] > now)}
+    return RetrieveResponse(memories=[
+        RetrievedMemory(memory=_memory_from_columns(live[i]), score=score, scores=scores)
+        for i, score, scores in ranked if i in live
+    ])
 
 
 def _json_object(value: Any) -> dict[str, Any]:

@@ -72,13 +72,16 @@ class ScopeText(NamedTuple):
     fact: str | None
 
 
-class ScopeRow(NamedTuple):
-    """One memory of a scope scan."""
+@dataclass(frozen=True, slots=True)
+class ScopeScan:
+    """A scope read whole for a hybrid query (`PgRetrieval.scope_scan`): per memory, in time order,
+    its id, time, cosine similarity (None: no vector of the model) and BM25 score (None: no match)."""
 
-    id: UUID
-    time: datetime
-    similarity: float | None
-    keyword: float | None
+    ids: list[UUID]
+    times: list[datetime]
+    similarity: list[float | None]
+    keyword: list[float | None]
+    has_words: bool  # False: the query has only stop words or symbols
 
 
 # The scope and the retrieve filters, as the plain statements below take them (`_scope_params`).
@@ -184,6 +187,108 @@ ORDER BY best.score DESC, m.id
 """
 )
 
+class PgRetrieval:
+    """The retrieval reads of PostgreSQL as plain statements on the asyncpg connection `conn`
+    (core/db/plain.py): no SQLAlchemy execution on the hottest path. Rows are asyncpg records."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def scope_scan(
+        self,
+        *,
+        tenant_id: UUID,
+        bank_id: UUID,
+        scope_key: str,
+        now: datetime,
+        filters: ScanFilters,
+        vector: np.ndarray,
+        model: str,
+        query: str,
+        cap: int,
+    ) -> ScopeScan | None:
+        """Read a whole scope for a hybrid query in one statement (PostgreSQL): `PG_SCOPE_SCAN`.
+
+        Returns every live memory of the scope that passes `filters`, in time order, with its cosine
+        similarity to `vector` (None without a vector of `model`) and its BM25 score for `query`
+        (None when it matches no word), and whether the query has a lexeme (False: only stop words
+        or symbols); None when more than `cap` memories match.
+        """
+        text_query = tsquery_text(query)
+        params = {
+            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
+            "model": model,
+            "dims": len(vector),
+            "vector": np.asarray(vector, dtype=np.float32).tolist(),
+            "tsquery": text_query or "",
+            "has_words": text_query is not None,
+            "query_text": query,
+            "cap": cap + 1,
+            "k1": BM25_K1,
+            "b": BM25_B,
+        }
+        rows = await PG_SCOPE_SCAN.fetch(self._conn, params)
+        if len(rows) > cap:
+            return None
+        return ScopeScan(
+            ids=[r[0] for r in rows],
+            times=[r[1] for r in rows],
+            similarity=[r[2] for r in rows],
+            keyword=[r[3] for r in rows],
+            has_words=bool(rows and rows[0][4]),
+        )
+
+    async def similar_rows(
+        self,
+        *,
+        tenant_id: UUID,
+        bank_id: UUID,
+        scope_key: str,
+        now: datetime,
+        filters: ScanFilters,
+        vector: np.ndarray,
+        model: str,
+        limit: int,
+    ) -> list[Any]:
+        """Return the scope's `limit` live memories nearest to `vector` with their cosine `score`
+        (PostgreSQL, one statement: `PG_SIMILAR`); rows have the memory's column names."""
+        params = {
+            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
+            "model": model, "dims": len(vector), "vector": np.asarray(vector, dtype=np.float32).tolist(),
+            "limit": limit,
+        }
+        return await PG_SIMILAR.fetch(self._conn, params)
+
+    async def keyword_rows(
+        self,
+        *,
+        tenant_id: UUID,
+        bank_id: UUID,
+        scope_key: str,
+        now: datetime,
+        filters: ScanFilters,
+        query: str,
+        limit: int,
+    ) -> list[Any] | None:
+        """Return the scope's `limit` live memories best matching `query` by BM25, whole, with their
+        `score` (PostgreSQL, one statement: `PG_KEYWORD`); None when the query has no word at all."""
+        text_query = tsquery_text(query)
+        if text_query is None:
+            return None
+        params = {
+            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
+            "tsquery": text_query, "query_text": query, "cap": BM25_MATCH_CAP, "k1": BM25_K1, "b": BM25_B,
+            "limit": limit,
+        }
+        return await PG_KEYWORD.fetch(self._conn, params)
+
+    async def columns_by_ids(self, *, tenant_id: UUID, ids: Sequence[UUID]) -> list[Any]:
+        """Return the tenant's memories among `ids` as plain column rows (PostgreSQL: `PG_BY_IDS`)."""
+        if not ids:
+            return []
+        return await PG_BY_IDS.fetch(self._conn, {"tenant_id": tenant_id, "ids": list(ids)})
+
+
 MEMORY_TEXT = TextCollection(
     table=MemoryRow.__table__,  # type: ignore[arg-type]
     id_column="id",
@@ -279,97 +384,9 @@ class MemoryStore:
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return await self._db.scalar(stmt)
 
-    async def scope_scan(
-        self,
-        *,
-        tenant_id: UUID,
-        bank_id: UUID,
-        scope_key: str,
-        now: datetime,
-        filters: ScanFilters,
-        vector: np.ndarray,
-        model: str,
-        query: str,
-        cap: int,
-    ) -> tuple[list[ScopeRow], bool] | None:
-        """Read a whole scope for a hybrid query in one statement (PostgreSQL): `PG_SCOPE_SCAN`.
-
-        Returns every live memory of the scope that passes `filters`, in time order, with its cosine
-        similarity to `vector` (None without a vector of `model`) and its BM25 score for `query`
-        (None when it matches no word), and whether the query has a lexeme (False: only stop words
-        or symbols); None when more than `cap` memories match.
-        """
-        text_query = tsquery_text(query)
-        params = {
-            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
-            "model": model,
-            "dims": len(vector),
-            "vector": np.asarray(vector, dtype=np.float32).tolist(),
-            "tsquery": text_query or "",
-            "has_words": text_query is not None,
-            "query_text": query,
-            "cap": cap + 1,
-            "k1": BM25_K1,
-            "b": BM25_B,
-        }
-        rows = await PG_SCOPE_SCAN.fetch(await driver_connection(self._db), params)
-        if len(rows) > cap:
-            return None
-        scan = [
-            ScopeRow(r[0], r[1], None if r[2] is None else float(r[2]), None if r[3] is None else float(r[3]))
-            for r in rows
-        ]
-        return scan, bool(rows and rows[0][4])
-
-    async def similar_rows(
-        self,
-        *,
-        tenant_id: UUID,
-        bank_id: UUID,
-        scope_key: str,
-        now: datetime,
-        filters: ScanFilters,
-        vector: np.ndarray,
-        model: str,
-        limit: int,
-    ) -> list[Any]:
-        """Return the scope's `limit` live memories nearest to `vector` with their cosine `score`
-        (PostgreSQL, one statement: `PG_SIMILAR`); rows have the memory's column names."""
-        params = {
-            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
-            "model": model, "dims": len(vector), "vector": np.asarray(vector, dtype=np.float32).tolist(),
-            "limit": limit,
-        }
-        return await PG_SIMILAR.fetch(await driver_connection(self._db), params)
-
-    async def keyword_rows(
-        self,
-        *,
-        tenant_id: UUID,
-        bank_id: UUID,
-        scope_key: str,
-        now: datetime,
-        filters: ScanFilters,
-        query: str,
-        limit: int,
-    ) -> list[Any] | None:
-        """Return the scope's `limit` live memories best matching `query` by BM25, whole, with their
-        `score` (PostgreSQL, one statement: `PG_KEYWORD`); None when the query has no word at all."""
-        text_query = tsquery_text(query)
-        if text_query is None:
-            return None
-        params = {
-            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
-            "tsquery": text_query, "query_text": query, "cap": BM25_MATCH_CAP, "k1": BM25_K1, "b": BM25_B,
-            "limit": limit,
-        }
-        return await PG_KEYWORD.fetch(await driver_connection(self._db), params)
-
-    async def columns_by_ids(self, *, tenant_id: UUID, ids: Sequence[UUID]) -> list[Any]:
-        """Return the tenant's memories among `ids` as plain column rows (PostgreSQL: `PG_BY_IDS`)."""
-        if not ids:
-            return []
-        return await PG_BY_IDS.fetch(await driver_connection(self._db), {"tenant_id": tenant_id, "ids": list(ids)})
+    async def plain(self) -> PgRetrieval:
+        """The plain-SQL retrieval reads on this transaction's connection (PostgreSQL)."""
+        return PgRetrieval(await driver_connection(self._db))
 
     async def scope_rows(
         self, *, where: Sequence[ColumnElement[bool]], cap: int, with_text: bool
