@@ -23,12 +23,15 @@ Run from the repository root (one command each; see docs/benchmarks.md, "Retriev
    recreates NAME and loads. Without it, a fresh database is made and dropped at the end.
 3. retrieve, one client: `--queries` distinct queries (so that the embedding cache never answers) on
    random scopes, per mode (similarity, keyword, hybrid), top_k 10: in-process through the service,
-   and with `--http` through a uvicorn server on 127.0.0.1 (a subprocess) with httpx; p50/p95/mean
-   and queries/s (one client at a time). The query embedding is included.
-4. throughput (with `--http`): `--concurrency N` asyncio clients sharing one httpx.AsyncClient send
-   `--queries` other distinct queries per mode to the same server, each its share; q/s is queries
-   over wall time, with p50/p95 under that load. `--server-workers W` > 1 then also starts a server of
-   W uvicorn worker processes (`contextiq.api.app:app_from_env`, settings in CONTEXTIQ_* variables)
+   and with `--http` through a uvicorn server on 127.0.0.1 (a subprocess) over one keep-alive
+   connection; p50/p95/mean and queries/s (one client at a time). The query embedding is included.
+   The HTTP client is `LeanHttp`, a few lines over asyncio streams: the machine's 2 cores are shared
+   by the client and the server, and httpx spends ~3 ms of CPU per request here against ~0.2 ms.
+4. throughput (`--concurrency N` > 1): N asyncio tasks calling the service of one Runtime in
+   process (as mem0's N threads call one `Memory`), and with `--http` N keep-alive connections to
+   the same server, send other distinct queries per mode, each its share; q/s is queries over wall
+   time, with p50/p95 under that load. `--server-workers W` > 1 then also starts a server of W
+   uvicorn worker processes (`contextiq.api.app:app_from_env`, settings in CONTEXTIQ_* variables)
    and measures the same there.
 5. `--mem0 N`: mem0 OSS (bench/.venv-mem0) with N memories in local qdrant or (`--mem0-store
    pgvector`) pgvector in a fresh database (inserted straight into its vector store: `add` embeds one

@@ -19,9 +19,9 @@ Two precisions, chosen per provider:
 * ``"int8"`` (default): at load time the graph is rewritten in memory so that
   its 36 linear layers run as int8 GEMMs on the shipped int8 weights, with the
   activations quantised per token on the fly (see ``_int8_model``): about
-  twice as fast. Vectors are within a cosine of about 0.998 of the
-  fp32-arithmetic ones for sentences (about 0.99, worst seen 0.978, for one-
-  or two-word texts).
+  twice as fast. Vectors are within a cosine of about 0.996-0.998 of the
+  fp32-arithmetic ones for sentences (onnxruntime's int8 kernels differ by
+  CPU), about 0.99 (worst seen 0.978) for one- or two-word texts.
 * ``"fp32"``: the shipped graph as is (int8 weights dequantised once at load,
   fp32 arithmetic): within a cosine of about 0.999 of sentence-transformers'
   fp32 model.
