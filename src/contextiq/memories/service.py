@@ -92,6 +92,7 @@ from contextiq.memories.store import (
     MemoryStore,
     PgRetrieval,
     ScanFilters,
+    ScopeRead,
     ScopeScan,
     in_scope,
     live,
@@ -1170,8 +1171,9 @@ class MemoryService:
                 return None
             timeline = parts[0]
             self._timelines.put(timeline_key, timeline)
+            no_where: Callable[[], Sequence[ColumnElement[bool]]] = list  # unused: the timeline is known
             ranked = await self._rerank(
-                None, tenant_id, bank, request, query, list, parts[1], parts[2], now, timeline, timeline_key
+                None, tenant_id, bank, request, query, no_where, parts[1], parts[2], now, timeline, timeline_key
             )
             ranked = ranked[: request.top_k]
             picked = await reads.columns_by_ids(tenant_id=tenant_id, ids=[i for i, _, _ in ranked])
@@ -1189,8 +1191,7 @@ class MemoryService:
     ) -> ScopeScan | None:
         """Read a small scope whole in one statement (PostgreSQL); None for a big one (remembered)."""
         scan = await reads.scope_scan(
-            tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
-            filters=_scan_filters(request.filters), vector=vector, model=self.embeddings.model, query=query,
+            _scope_read(tenant_id, bank, request, now), vector=vector, model=self.embeddings.model, query=query,
             cap=SCOPE_SCAN_CAP,
         )
         if scan is None:
@@ -1222,8 +1223,7 @@ class MemoryService:
         vector = await self.embeddings.embed_one(query)
         async with self._db.driver_connection() as conn:
             rows = await PgRetrieval(conn).similar_rows(
-                tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
-                filters=_scan_filters(request.filters), vector=vector, model=self.embeddings.model,
+                _scope_read(tenant_id, bank, request, now), vector=vector, model=self.embeddings.model,
                 limit=request.top_k,
             )
         return RetrieveResponse(memories=[
@@ -1238,8 +1238,7 @@ class MemoryService:
         the indexed path can try its trigram fallback (a query of only stop words)."""
         async with self._db.driver_connection() as conn:
             rows = await PgRetrieval(conn).keyword_rows(
-                tenant_id=tenant_id, bank_id=bank.id, scope_key=scope_key(request.scope), now=now,
-                filters=_scan_filters(request.filters), query=query, limit=request.top_k,
+                _scope_read(tenant_id, bank, request, now), query=query, limit=request.top_k
             )
         if not rows:
             return None
@@ -1800,13 +1799,17 @@ class MemoryService:
         return bank.id if bank is not None else None
 
 
-def _scan_filters(f: RetrieveFilters) -> ScanFilters:
-    """The retrieve filters as the plain values of the one-statement queries (times in UTC)."""
-    return ScanFilters(
-        f.topics,
-        None if f.min_confidence is None else _confidence_floor(f.min_confidence),
-        None if f.event_time_after is None else as_utc(f.event_time_after),
-        None if f.event_time_before is None else as_utc(f.event_time_before),
+def _scope_read(tenant_id: UUID, bank: MemoryBank, request: RetrieveRequest, now: datetime) -> ScopeRead:
+    """The memories a retrieval reads, as the plain statements take them (times in UTC)."""
+    f = request.filters
+    return ScopeRead(
+        tenant_id, bank.id, scope_key(request.scope), now,
+        ScanFilters(
+            f.topics,
+            None if f.min_confidence is None else _confidence_floor(f.min_confidence),
+            None if f.event_time_after is None else as_utc(f.event_time_after),
+            None if f.event_time_before is None else as_utc(f.event_time_before),
+        ),
     )
 
 

@@ -51,15 +51,25 @@ class ScanFilters:
     event_time_before: datetime | None = None
 
 
-def _scope_params(
-    tenant_id: UUID, bank_id: UUID, scope_key: str, now: datetime, filters: ScanFilters
-) -> dict[str, Any]:
-    """The parameters of `_SCOPE_FILTERS`."""
-    return {
-        "tenant_id": tenant_id, "bank_id": bank_id, "scope_key": scope_key, "now": now,
-        "topics": list(filters.topics) if filters.topics else None, "min_confidence": filters.min_confidence,
-        "after": filters.event_time_after, "before": filters.event_time_before,
-    }
+@dataclass(frozen=True, slots=True)
+class ScopeRead:
+    """What a plain retrieval statement reads (`PgRetrieval`): the memories of one scope live at
+    `now` that pass `filters`."""
+
+    tenant_id: UUID
+    bank_id: UUID
+    scope_key: str
+    now: datetime
+    filters: ScanFilters = ScanFilters()
+
+    def params(self) -> dict[str, Any]:
+        """The parameters of `_SCOPE_FILTERS`."""
+        f = self.filters
+        return {
+            "tenant_id": self.tenant_id, "bank_id": self.bank_id, "scope_key": self.scope_key, "now": self.now,
+            "topics": list(f.topics) if f.topics else None, "min_confidence": f.min_confidence,
+            "after": f.event_time_after, "before": f.event_time_before,
+        }
 
 
 class ScopeText(NamedTuple):
@@ -84,7 +94,7 @@ class ScopeScan:
     has_words: bool  # False: the query has only stop words or symbols
 
 
-# The scope and the retrieve filters, as the plain statements below take them (`_scope_params`).
+# The scope and the retrieve filters, as the plain statements below take them (`ScopeRead.params`).
 _SCOPE_FILTERS = """m.tenant_id = :tenant_id AND m.bank_id = :bank_id AND m.scope_key = :scope_key
       AND NOT m.is_deleted AND (m.expires_at IS NULL OR m.expires_at > :now)
       AND (CAST(:topics AS text[]) IS NULL OR m.topic = ANY(CAST(:topics AS text[])))
@@ -195,28 +205,18 @@ class PgRetrieval:
         self._conn = conn
 
     async def scope_scan(
-        self,
-        *,
-        tenant_id: UUID,
-        bank_id: UUID,
-        scope_key: str,
-        now: datetime,
-        filters: ScanFilters,
-        vector: np.ndarray,
-        model: str,
-        query: str,
-        cap: int,
+        self, scope: ScopeRead, *, vector: np.ndarray, model: str, query: str, cap: int
     ) -> ScopeScan | None:
         """Read a whole scope for a hybrid query in one statement (PostgreSQL): `PG_SCOPE_SCAN`.
 
-        Returns every live memory of the scope that passes `filters`, in time order, with its cosine
+        Returns every memory `scope` reads, in time order, with its cosine
         similarity to `vector` (None without a vector of `model`) and its BM25 score for `query`
         (None when it matches no word), and whether the query has a lexeme (False: only stop words
         or symbols); None when more than `cap` memories match.
         """
         text_query = tsquery_text(query)
         params = {
-            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
+            **scope.params(),
             "model": model,
             "dims": len(vector),
             "vector": np.asarray(vector, dtype=np.float32).tolist(),
@@ -238,45 +238,24 @@ class PgRetrieval:
             has_words=bool(rows and rows[0][4]),
         )
 
-    async def similar_rows(
-        self,
-        *,
-        tenant_id: UUID,
-        bank_id: UUID,
-        scope_key: str,
-        now: datetime,
-        filters: ScanFilters,
-        vector: np.ndarray,
-        model: str,
-        limit: int,
-    ) -> list[Any]:
-        """Return the scope's `limit` live memories nearest to `vector` with their cosine `score`
+    async def similar_rows(self, scope: ScopeRead, *, vector: np.ndarray, model: str, limit: int) -> list[Any]:
+        """Return the `limit` memories of `scope` nearest to `vector` with their cosine `score`
         (PostgreSQL, one statement: `PG_SIMILAR`); rows have the memory's column names."""
         params = {
-            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
+            **scope.params(),
             "model": model, "dims": len(vector), "vector": np.asarray(vector, dtype=np.float32).tolist(),
             "limit": limit,
         }
         return await PG_SIMILAR.fetch(self._conn, params)
 
-    async def keyword_rows(
-        self,
-        *,
-        tenant_id: UUID,
-        bank_id: UUID,
-        scope_key: str,
-        now: datetime,
-        filters: ScanFilters,
-        query: str,
-        limit: int,
-    ) -> list[Any] | None:
-        """Return the scope's `limit` live memories best matching `query` by BM25, whole, with their
+    async def keyword_rows(self, scope: ScopeRead, *, query: str, limit: int) -> list[Any] | None:
+        """Return the `limit` memories of `scope` best matching `query` by BM25, whole, with their
         `score` (PostgreSQL, one statement: `PG_KEYWORD`); None when the query has no word at all."""
         text_query = tsquery_text(query)
         if text_query is None:
             return None
         params = {
-            **_scope_params(tenant_id, bank_id, scope_key, now, filters),
+            **scope.params(),
             "tsquery": text_query, "query_text": query, "cap": BM25_MATCH_CAP, "k1": BM25_K1, "b": BM25_B,
             "limit": limit,
         }
