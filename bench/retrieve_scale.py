@@ -120,6 +120,14 @@ def pool_texts(size: int, seed: int) -> list[str]:
     return list(dict.fromkeys(sentence(rng) for _ in range(size * 3)))[:size]
 
 
+def model_name() -> str:
+    """The name the product's default embedding provider gives its vectors: memories stored under
+    another name are not compared with its query vectors (so they would never be found)."""
+    from contextiq.core.llm.embeddings import make_embedding_provider
+
+    return str(make_embedding_provider(threads=1, cache_size=0).model)
+
+
 async def embed_pool(texts: list[str]) -> Any:
     from contextiq.core.llm.embeddings import make_embedding_provider
 
@@ -128,7 +136,7 @@ async def embed_pool(texts: list[str]) -> Any:
 
 
 def rows(
-    n: int, scopes: int, texts: list[str], vectors: Any, *, tenant: uuid.UUID, bank: uuid.UUID, seed: int
+    n: int, scopes: int, texts: list[str], vectors: Any, *, tenant: uuid.UUID, bank: uuid.UUID, seed: int, model: str
 ) -> Iterator[dict[str, Any]]:
     import numpy as np
 
@@ -160,7 +168,7 @@ def rows(
             "is_deleted": False,
             "revision": 1,
             "embedding": vector,
-            "embedding_model": "all-MiniLM-L6-v2",
+            "embedding_model": model,
             "event_time": when,
             "valid_from": when,
         }
@@ -212,10 +220,10 @@ async def read_meta(url: str) -> dict[str, Any] | None:
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         row = await conn.fetchrow(
-            f"SELECT memories, scopes, pool, org_id, bank_id, api_key, load::text AS load, "
+            f"SELECT memories, scopes, pool, model, org_id, bank_id, api_key, load::text AS load, "
             f"loaded_at FROM {META_TABLE} WHERE id = 1"
         )
-    except asyncpg.UndefinedTableError:
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):  # none, or from before `model`
         return None
     finally:
         await conn.close()
@@ -234,13 +242,15 @@ async def write_meta(url: str, meta: dict[str, Any]) -> None:
     try:
         await conn.execute(
             f"CREATE TABLE IF NOT EXISTS {META_TABLE} (id int PRIMARY KEY CHECK (id = 1), memories bigint NOT NULL, "
-            "scopes bigint NOT NULL, pool int NOT NULL, org_id uuid NOT NULL, bank_id uuid NOT NULL, "
-            "api_key text NOT NULL, load jsonb NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now())"
+            "scopes bigint NOT NULL, pool int NOT NULL, model text NOT NULL, org_id uuid NOT NULL, "
+            "bank_id uuid NOT NULL, api_key text NOT NULL, load jsonb NOT NULL, "
+            "loaded_at timestamptz NOT NULL DEFAULT now())"
         )
         await conn.execute(
-            f"INSERT INTO {META_TABLE} (id, memories, scopes, pool, org_id, bank_id, api_key, load) "
-            "VALUES (1, $1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO UPDATE SET memories = $1, "
-            "scopes = $2, pool = $3, org_id = $4, bank_id = $5, api_key = $6, load = $7::jsonb, loaded_at = now()",
+            f"INSERT INTO {META_TABLE} (id, memories, scopes, pool, model, org_id, bank_id, api_key, load) "
+            "VALUES (1, $1, $2, $3, $8, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO UPDATE SET memories = $1, "
+            "scopes = $2, pool = $3, model = $8, org_id = $4, bank_id = $5, api_key = $6, load = $7::jsonb, "
+            "loaded_at = now()",
             meta["memories"],
             meta["scopes"],
             meta["pool"],
@@ -248,6 +258,7 @@ async def write_meta(url: str, meta: dict[str, Any]) -> None:
             meta["bank_id"],
             meta["api_key"],
             json.dumps(meta["load"]),
+            meta["model"],
         )
     finally:
         await conn.close()
@@ -257,7 +268,7 @@ async def write_meta(url: str, meta: dict[str, Any]) -> None:
 async def kept_database(pg_admin: str, name: str, want: dict[str, int]) -> Any:
     """Yield (URL, data dir, meta) of the PostgreSQL database `name`, kept at the end.
 
-    `meta` is its recorded load when that matches `want` (memories, scopes, pool); otherwise the
+    `meta` is its recorded load when that matches `want` (memories, scopes, pool, model); otherwise the
     database is dropped and created empty, and `meta` is None.
     """
     import asyncpg
@@ -408,6 +419,18 @@ async def measure_inprocess(
                 times.append((time.perf_counter() - start) * 1000)
         out[mode] = percentiles(times)
     return out
+
+
+async def check_found(runtime: Any, tenant: uuid.UUID, scopes: int) -> None:
+    """Every mode must bring back memories from the loaded data, or the timings measure nothing."""
+    from contextiq.memories.models import RetrieveRequest
+
+    for mode in MODES:
+        for user in (0, scopes // 2, scopes - 1):
+            request = RetrieveRequest(scope={"user_id": f"user-{user}"}, query=f"what about {_OBJECTS[0]}", mode=mode)
+            found = await runtime.memories.retrieve_memories(tenant_id=tenant, request=request)
+            if not found.memories:
+                raise SystemExit(f"{mode} found no memory of user-{user}: the loaded data is not searchable")
 
 
 def free_port() -> int:
@@ -659,7 +682,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = pool_texts(args.pool, seed=1)
     qs = queries(args.queries + args.warmup, seed=2)
     if not args.no_contextiq:
-        want = {"memories": args.memories, "scopes": args.scopes, "pool": args.pool}
+        want: dict[str, Any] = {
+            "memories": args.memories, "scopes": args.scopes, "pool": args.pool, "model": model_name()
+        }
         db = kept_database(args.pg, args.keep_db, want) if args.keep_db else _fresh(args.backend, args.pg)
         async with db as (url, data_dir, meta):
             runtime = Runtime(settings_for(url, data_dir))
@@ -679,7 +704,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     tenant, key = org.id, created.key
                     bank = await runtime.memories.get_bank(tenant_id=org.id, bank_id=None)
-                    data = rows(args.memories, args.scopes, texts, vectors, tenant=org.id, bank=bank.id, seed=3)
+                    data = rows(
+                        args.memories, args.scopes, texts, vectors, tenant=org.id, bank=bank.id, seed=3,
+                        model=want["model"],
+                    )
                     log(f"loading {args.memories} memories into {args.scopes} scopes ({args.backend})")
                     if args.backend == "postgres":
                         results["load"] = await load_postgres(url, data, args.memories)
@@ -691,6 +719,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             url, {**want, "org_id": org.id, "bank_id": bank.id, "api_key": key, "load": results["load"]}
                         )
                         results["db"] = {"name": args.keep_db, "kept": True, "reused": False}
+                await check_found(runtime, tenant, args.scopes)
                 log("retrieve in-process")
                 results["inprocess"] = await measure_inprocess(runtime, tenant, qs, args.scopes, warmup=args.warmup)
                 if args.concurrency > 1:

@@ -17,7 +17,13 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -37,6 +43,7 @@ class Database:
     ) -> None:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
+        self._pool_capacity = pool_size + max_overflow + 1
         if self.dialect == "sqlite":
             self._prepare_sqlite_path(url)
             self.engine = self._sqlite_engine(url, echo=echo, write=False)
@@ -115,10 +122,35 @@ class Database:
         """Lend the pooled driver connection (asyncpg on PostgreSQL) for hot paths written in plain SQL.
 
         Statements run in autocommit mode, so a single statement is its own transaction.
+
+        SQLAlchemy drops a connection it sees fail with a disconnect, but it does not see statements
+        sent on the driver connection itself: so a connection found closed at checkout (PostgreSQL
+        restarted meanwhile) is dropped and another taken, and one that closes while lent is dropped
+        from the pool before the error goes on.
         """
-        async with self._write_engine.connect() as conn:
+        conn = await self._open_connection()
+        try:
             raw = await conn.get_raw_connection()
-            yield raw.driver_connection
+            driver = raw.driver_connection
+            try:
+                yield driver
+            except BaseException:
+                if _driver_closed(driver):
+                    await conn.invalidate()
+                raise
+        finally:
+            await conn.close()
+
+    async def _open_connection(self) -> AsyncConnection:
+        """Check a connection out of the pool, dropping those whose driver connection has closed."""
+        for _ in range(self._pool_capacity):
+            conn = await self._write_engine.connect()
+            raw = await conn.get_raw_connection()
+            if not _driver_closed(raw.driver_connection):
+                return conn
+            await conn.invalidate()
+            await conn.close()
+        return await self._write_engine.connect()  # every pooled one was closed: this one is new
 
     async def ping(self) -> None:
         """Run a trivial query; raises if the database is unreachable."""
@@ -138,3 +170,9 @@ class Database:
         await self.engine.dispose()
         if self._write_engine is not self.engine:
             await self._write_engine.dispose()
+
+
+def _driver_closed(driver: Any) -> bool:
+    """Whether a driver connection has closed (asyncpg's `is_closed`; others are taken as open)."""
+    is_closed = getattr(driver, "is_closed", None)
+    return bool(is_closed()) if callable(is_closed) else False

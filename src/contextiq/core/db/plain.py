@@ -20,6 +20,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contextiq.core.errors import Unavailable
+
 __all__ = ["PlainStatement", "driver_connection"]
 
 # `:name`, not `::type` (a cast) nor a `:` inside a word.
@@ -57,7 +59,17 @@ class PlainStatement:
 
 
 async def driver_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection under `session` (checked out for the session, as any statement would)."""
+    """The asyncpg connection under `session` (checked out for the session, as any statement would).
+
+    Raises:
+        Unavailable: that connection has closed (PostgreSQL restarted): it is dropped from the pool,
+            so that the next request gets a new one.
+    """
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    return raw.driver_connection
+    driver = raw.driver_connection
+    is_closed = getattr(driver, "is_closed", None)
+    if callable(is_closed) and is_closed():
+        await connection.invalidate()
+        raise Unavailable("the database connection was lost; retry the request")
+    return driver
