@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from contextiq.core.llm.embeddings.local import LocalMiniLMProvider
 from contextiq.runtime import Runtime
 from tests.conftest import make_settings
@@ -36,22 +34,3 @@ async def test_preload_can_be_turned_off(database_url: str, tmp_path: Path) -> N
     finally:
         await rt.aclose()
 
-
-async def test_runtime_shortens_the_thread_switch_interval_and_never_lengthens_it(
-    database_url: str, tmp_path: Path
-) -> None:
-    import sys
-
-    before = sys.getswitchinterval()
-    try:
-        sys.setswitchinterval(0.005)
-        rt = Runtime(make_settings(tmp_path, database_url, switch_interval_ms=0.2))
-        await rt.aclose()
-        assert sys.getswitchinterval() == pytest.approx(0.0002)
-        await Runtime(make_settings(tmp_path, database_url, switch_interval_ms=1.0)).aclose()  # never longer
-        assert sys.getswitchinterval() == pytest.approx(0.0002)
-        sys.setswitchinterval(0.005)
-        await Runtime(make_settings(tmp_path, database_url, switch_interval_ms=0)).aclose()  # 0: left as is
-        assert sys.getswitchinterval() == pytest.approx(0.005)
-    finally:
-        sys.setswitchinterval(before)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -33,18 +32,6 @@ from contextiq.sessions.service import SessionService
 log = logging.getLogger(__name__)
 
 
-def _shorten_switch_interval(milliseconds: float) -> None:
-    """Lower Python's thread switch interval to `milliseconds` (never raise it; 0: leave it).
-
-    The local embedding model runs in worker threads that need the GIL back after each ONNX run.
-    At CPython's default 5 ms a busy event loop keeps such a thread waiting up to that long per
-    batch, so under concurrent load queries wait on the GIL rather than on the CPU (bench,
-    1M memories, 8 callers: `similarity` 171 -> 233 q/s at 0.2 ms).
-    """
-    if milliseconds and sys.getswitchinterval() > milliseconds / 1000:
-        sys.setswitchinterval(milliseconds / 1000)
-
-
 class Runtime:
     """Connections (database, cache) and the services built on them."""
 
@@ -52,7 +39,6 @@ class Runtime:
         self, settings: Settings, *, null_pool: bool = False, embeddings: EmbeddingProvider | None = None
     ) -> None:
         self.settings = settings
-        _shorten_switch_interval(settings.switch_interval_ms)
         self.db = Database(
             settings.effective_database_url,
             pool_size=settings.db_pool_size,

@@ -44,12 +44,6 @@ class Settings(BaseSettings):
     embeddings_preload: bool = Field(
         True, description="Load the local model when the server starts, not on the first request"
     )
-    switch_interval_ms: float = Field(
-        0.2,
-        ge=0,
-        le=100,
-        description="Python's thread switch interval while ContextIQ runs in the process (0: leave it as is)",
-    )
 
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
