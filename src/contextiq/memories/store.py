@@ -102,8 +102,9 @@ _SCOPE_FILTERS = """m.tenant_id = :tenant_id AND m.bank_id = :bank_id AND m.scop
       AND (CAST(:after AS timestamptz) IS NULL OR m.event_time >= CAST(:after AS timestamptz))
       AND (CAST(:before AS timestamptz) IS NULL OR m.event_time < CAST(:before AS timestamptz))"""
 
-# Okapi BM25 over the rows of a `matched` CTE (id, doc tsvector), given a `q` CTE (query, lexemes)
-# and the corpus size `{n}`: the same formula as core/search/keyword.py. Yields `kw` (id, score).
+# Okapi BM25 over the rows of a `matched` CTE (id, doc tsvector), given a `q` CTE (query, lexemes),
+# the corpus size `{n}` and the CTE whose documents give the average length `{corpus}`: the same
+# formula as core/search/keyword.py. Yields `kw` (id, score).
 _BM25_CTES = """
 postings AS (
     SELECT mt.id, u.lexeme, cardinality(u.positions)::float8 AS tf, length(mt.doc)::float8 AS dl
@@ -111,7 +112,7 @@ postings AS (
     WHERE u.lexeme = ANY(q.lexemes)
 ),
 df AS (SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme),
-stats AS (SELECT ({n})::float8 AS n, GREATEST((SELECT avg(length(doc)) FROM matched), 1)::float8 AS avgdl,
+stats AS (SELECT ({n})::float8 AS n, GREATEST((SELECT avg(length(doc)) FROM {corpus}), 1)::float8 AS avgdl,
                   CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b),
 kw AS (
     SELECT p.id,
@@ -144,7 +145,7 @@ q AS MATERIALIZED (  -- the query, parsed once (not once per row)
 ),
 matched AS (
     SELECT s.id, s.doc FROM scope s, q WHERE s.doc @@ q.query
-),{_BM25_CTES.format(n="SELECT count(*) FROM scope")}
+),{_BM25_CTES.format(n="SELECT count(*) FROM scope", corpus="scope")}
 SELECT s.id, s.t, s.sim, kw.score, COALESCE(numnode(q.query), 0) AS nodes
 FROM scope s CROSS JOIN q LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
 """
@@ -189,7 +190,7 @@ matched AS MATERIALIZED (
     WHERE {_SCOPE_FILTERS} AND m.fact_fts @@ q.query
     ORDER BY ts_rank_cd(m.fact_fts, q.query) DESC
     LIMIT :cap
-),{_BM25_CTES.format(n="SELECT count(*) FROM memories m WHERE " + _SCOPE_FILTERS)},
+),{_BM25_CTES.format(n="SELECT count(*) FROM memories m WHERE " + _SCOPE_FILTERS, corpus="matched")},
 best AS (SELECT id, score FROM kw ORDER BY score DESC, id LIMIT :limit)
 SELECT {_MEMORY_SELECT}, best.score
 FROM best JOIN memories m ON m.id = best.id
