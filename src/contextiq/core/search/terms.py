@@ -3,11 +3,13 @@
 SQLite's FTS5 `bm25()` takes its statistics (document frequencies, average length) from the whole
 table, every tenant's and scope's rows together. A memory scope is its own small corpus: a word
 common in one user's memories is rare in the table, and ranking with the table's statistics lets
-it crowd the rare words out. `TermIndex` ranks one scope with that scope's statistics, with the
-same analysis as PostgreSQL's `english` text search configuration (Snowball English stems, stop
+it crowd the rare words out. `TermIndex` ranks one scope with that scope's statistics, with an
+analysis close to PostgreSQL's `english` text search configuration (Snowball English stems, stop
 words dropped, a document's length = its distinct terms) and the same BM25 formula as the SQL of
-`core/search/keyword.py`, so both databases rank alike. It is built from the scope's texts and
-cached by the caller per write generation.
+`core/search/keyword.py`, so both databases rank nearly alike. Not exactly: PostgreSQL's stop list
+is longer (it drops `all`, `out`, `here`, ... and the `s`/`t` of contractions, which are kept
+here), and its parser also indexes hyphenated compounds whole. It is built from the scope's texts
+and cached by the caller per write generation.
 """
 
 from __future__ import annotations
