@@ -167,3 +167,31 @@ async def test_handler_that_completes_in_its_transaction(runtime: Runtime, queue
     assert await worker.run_job(job_id)
     assert await status(queue, job_id) == "completed"
     assert not await worker.run_job(job_id)  # a completed job is never claimed again
+
+
+async def test_work_after_completing_in_the_transaction_is_not_cut_by_the_heartbeat(
+    runtime: Runtime, queue: JobQueue, kind: str
+) -> None:
+    class CommitThenTidy(JobHandler):
+        """Completes the job with its effects, then does post-commit work longer than a heartbeat."""
+
+        def __init__(self) -> None:
+            self.kind = kind
+            self.tidied = False
+
+        async def run(self, ctx: JobContext) -> None:
+            async with runtime.db.write() as db:
+                await ctx.fence(db)
+                await ctx.complete(db)
+            await asyncio.sleep(0.5)  # several heartbeats (lease 0.3 s: one every 0.1 s) go by
+            self.tidied = True
+
+    handler = CommitThenTidy()
+    (job_id,) = await enqueue(runtime, queue, kind)
+    worker = Worker(queue=queue, handlers={kind: handler}, lease_seconds=0.3, poll_interval=0.05)
+    lease = await worker.claim()
+    assert lease is not None
+    with anyio.fail_after(WAIT):
+        await worker.execute(lease)
+    assert handler.tidied  # the heartbeat saw the completed job and stopped, without cancelling it
+    assert await status(queue, job_id) == "completed"

@@ -212,8 +212,11 @@ class Worker:
                 log.exception("heartbeat of job %s failed", ctx.lease.job_id)
                 continue
             if not alive:
-                ctx.lost = True
-                runner.cancel()
+                # A job that completed itself in its apply transaction has no lease left to keep:
+                # that is not a takeover, and what the handler does after its commit must still run.
+                if not ctx.completed:
+                    ctx.lost = True
+                    runner.cancel()
                 return
 
     # -- the loop -------------------------------------------------------------------------------
