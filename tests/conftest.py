@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -69,15 +70,17 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+@contextmanager
+def empty_postgres(prefix: str) -> Iterator[str]:
+    """Create an empty PostgreSQL database of the test's own and yield its URL (asyncpg dialect);
+    drop it at the end. Fails, or skips off CI, when PostgreSQL does not answer."""
     require_service("PostgreSQL", PG_ADMIN_URL, 5432)
-    name = f"ciq_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     import asyncio
 
     import asyncpg
 
     base = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://", 1)
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
     async def ddl(statement: str) -> None:
         conn = await asyncpg.connect(base)
@@ -87,13 +90,17 @@ def postgres_url() -> Iterator[str]:
             await conn.close()
 
     asyncio.run(ddl(f'CREATE DATABASE "{name}"'))
-    parsed = urlparse(base)
-    url = f"postgresql+asyncpg://{parsed.netloc}/{name}"
-    migrate.upgrade(url)
     try:
-        yield url
+        yield f"postgresql+asyncpg://{urlparse(base).netloc}/{name}"
     finally:
         asyncio.run(ddl(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with empty_postgres("ciq_test") as url:
+        migrate.upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

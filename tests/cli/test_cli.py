@@ -73,33 +73,14 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_serve_refuses_an_out_of_date_postgres_schema(tmp_path: Path) -> None:
-    from tests.conftest import PG_ADMIN_URL, require_service
+    from tests.conftest import empty_postgres
 
-    require_service("PostgreSQL", PG_ADMIN_URL, 5432)
-    import asyncio
-    import uuid
-
-    import asyncpg
-
-    name = f"ciq_cli_{uuid.uuid4().hex[:8]}"
-    base = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-    async def ddl(sql: str) -> None:
-        conn = await asyncpg.connect(base)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(ddl(f'CREATE DATABASE "{name}"'))
-    try:
-        url = base.rsplit("/", 1)[0] + f"/{name}"
+    with empty_postgres("ciq_cli") as database:
+        url = database.replace("postgresql+asyncpg://", "postgresql://", 1)  # as users write it
         env = {"CONTEXTIQ_DATABASE_URL": url, "CONTEXTIQ_DATA_DIR": str(tmp_path)}
         result = run(["keys", "list"], env, tmp_path, check=False)
         assert result.returncode == 1
         assert "contextiq db upgrade" in result.stderr and "CONTEXTIQ_AUTO_MIGRATE" in result.stderr
-    finally:
-        asyncio.run(ddl(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_memories_generate_and_jobs_commands(sqlite_url: str, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from contextiq.core.db import migrate
-from tests.conftest import PG_ADMIN_URL, require_service
+from tests.conftest import empty_postgres
 
 
 @pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.sqlite),
@@ -30,22 +30,8 @@ def empty_pg_url() -> Iterator[str]:
 
 
 def _empty_postgres() -> Iterator[str]:
-    require_service("PostgreSQL", PG_ADMIN_URL, 5432)
-    import asyncpg
-
-    name = f"ciq_mig_{uuid.uuid4().hex[:8]}"
-    base = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-    async def ddl(sql: str) -> None:
-        conn = await asyncpg.connect(base)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(ddl(f'CREATE DATABASE "{name}"'))
-    yield base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-    asyncio.run(ddl(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with empty_postgres("ciq_mig") as url:
+        yield url
 
 
 def test_upgrade_check_downgrade_round_trip(empty_url: str) -> None:

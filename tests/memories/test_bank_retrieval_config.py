@@ -31,7 +31,7 @@ from contextiq.memories.store import MemoryStore
 from contextiq.platform.tables import OrganizationRow
 from contextiq.runtime import Runtime
 from contextiq.sdk import AsyncEmbeddedClient
-from tests.conftest import PG_ADMIN_URL, Tenant, make_settings, require_service
+from tests.conftest import Tenant, empty_postgres, make_settings
 
 USER = {"user_id": "u1"}
 DEFAULTS: dict[str, Any] = {
@@ -276,22 +276,8 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/m.db"
         return
-    require_service("PostgreSQL", PG_ADMIN_URL, 5432)
-    import asyncpg
-
-    name = f"ciq_rc_{uuid.uuid4().hex[:8]}"
-    base = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-    async def ddl(statement: str) -> None:
-        conn = await asyncpg.connect(base)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(ddl(f'CREATE DATABASE "{name}"'))
-    yield base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-    asyncio.run(ddl(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with empty_postgres("ciq_rc") as url:
+        yield url
 
 
 # memory_bank_configs as migration 0004 left it (the ORM table has the new column).

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import anyio
 import pytest
@@ -32,7 +31,7 @@ from contextiq.memories.generation.tables import GenerationEventRow
 from contextiq.memories.tables import MemoryRevisionRow, MemoryRow
 from contextiq.runtime import Runtime
 from contextiq.sessions.models import EventCreate, SessionCreate
-from tests.conftest import PG_ADMIN_URL, Tenant, make_settings, new_tenant, require_service
+from tests.conftest import Tenant, empty_postgres, make_settings, new_tenant
 
 LEASE_SECONDS = 2
 WAIT = 90  # seconds: the bound on waiting for a marker or a state, never a sleep
@@ -58,26 +57,9 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         migrate.upgrade(url)
         yield url
         return
-    require_service("PostgreSQL", PG_ADMIN_URL, 5432)
-    import asyncpg
-
-    base = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://", 1)
-    name = f"ciq_crash_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-
-    async def ddl(statement: str) -> None:
-        conn = await asyncpg.connect(base)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(ddl(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+asyncpg://{urlparse(base).netloc}/{name}"
-    try:
+    with empty_postgres("ciq_crash") as url:
         migrate.upgrade(url)
         yield url
-    finally:
-        asyncio.run(ddl(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
