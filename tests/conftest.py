@@ -109,6 +109,12 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+@pytest.fixture(params=[pytest.param("memory"), pytest.param("redis", marks=pytest.mark.redis)])
+def cache_url(request: pytest.FixtureRequest) -> str | None:
+    """The cache of each kind: None (in-process) and a real Redis."""
+    return None if request.param == "memory" else str(request.getfixturevalue("redis_url"))
+
+
 @pytest.fixture(
     params=[pytest.param("sqlite", marks=pytest.mark.sqlite), pytest.param("postgres", marks=pytest.mark.postgres)]
 )
@@ -155,6 +161,20 @@ async def new_tenant(rt: Runtime, scopes: list[str] | None = None) -> Tenant:
     org = await rt.platform.create_org(OrganizationCreate(name=f"org {uuid.uuid4().hex[:10]}"))
     key = await rt.platform.create_key(org_id=org.id, data=ApiKeyCreate(scopes=scopes or ["admin"]))
     return Tenant(id=org.id, key=key.key)
+
+
+@pytest.fixture
+async def two_processes(
+    database_url: str, cache_url: str | None, tmp_path: Path
+) -> AsyncIterator[tuple[Runtime, Runtime]]:
+    """Two runtimes standing for two server processes that share the database and the cache."""
+    a = Runtime(make_settings(tmp_path, database_url, cache_url))
+    b = Runtime(make_settings(tmp_path, database_url, cache_url))
+    try:
+        yield a, b
+    finally:
+        await a.aclose()
+        await b.aclose()
 
 
 @pytest.fixture

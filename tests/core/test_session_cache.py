@@ -11,46 +11,35 @@ from contextiq.sessions.models import EventCreate, SessionCreate, SessionUpdate
 from tests.conftest import make_settings, new_tenant
 
 
-@pytest.fixture(params=[pytest.param("memory"), pytest.param("redis", marks=pytest.mark.redis)])
-def cache_url(request: pytest.FixtureRequest) -> str | None:
-    return None if request.param == "memory" else str(request.getfixturevalue("redis_url"))
-
-
 async def test_no_stale_read_after_any_write_across_two_processes(
-    database_url: str, cache_url: str | None, tmp_path: Path
+    two_processes: tuple[Runtime, Runtime], cache_url: str | None
 ) -> None:
-    # Two runtimes stand for two server processes sharing the database (and Redis when configured).
-    a = Runtime(make_settings(tmp_path, database_url, cache_url))
-    b = Runtime(make_settings(tmp_path, database_url, cache_url))
-    try:
-        tenant = await new_tenant(a)
-        s = await a.sessions.create_session(tenant_id=tenant.id, data=SessionCreate(user_id="u", agent_id="x"))
-        await a.sessions.get_session(tenant_id=tenant.id, session_id=s.id)  # warm a's cache
-        other = await a.sessions.create_session(tenant_id=tenant.id, data=SessionCreate(user_id="u", agent_id="x"))
-        await a.sessions.get_session(tenant_id=tenant.id, session_id=other.id)
-        await a.sessions.append_event(
-            tenant_id=tenant.id, session_id=s.id,
-            data=EventCreate.model_validate({"author": "user", "invocation_id": "i", "content": {},
-                                             "actions": {"state_delta": {"k": 1, "user:lang": "de"}}}),
-        )
-        got = await a.sessions.get_session(tenant_id=tenant.id, session_id=s.id)
-        assert got.state == {"k": 1, "user:lang": "de"} and got.event_count == 1
-        # A user: change made through one session is visible at once through another session of that user.
-        assert (await a.sessions.get_session(tenant_id=tenant.id, session_id=other.id)).state == {"user:lang": "de"}
-        if cache_url is not None:
-            # b shares Redis, so it sees a's write with no database read needed.
-            assert (await b.sessions.get_session(tenant_id=tenant.id, session_id=s.id)).version == got.version
-            await b.sessions.update_session(tenant_id=tenant.id, session_id=s.id,
-                                            data=SessionUpdate(metadata={"by": "b"}))
-            assert (await a.sessions.get_session(tenant_id=tenant.id, session_id=s.id)).metadata == {"by": "b"}
-        await a.sessions.delete_session(tenant_id=tenant.id, session_id=s.id)
-        from contextiq.core.errors import NotFound
+    a, b = two_processes  # two server processes sharing the database (and Redis when configured)
+    tenant = await new_tenant(a)
+    s = await a.sessions.create_session(tenant_id=tenant.id, data=SessionCreate(user_id="u", agent_id="x"))
+    await a.sessions.get_session(tenant_id=tenant.id, session_id=s.id)  # warm a's cache
+    other = await a.sessions.create_session(tenant_id=tenant.id, data=SessionCreate(user_id="u", agent_id="x"))
+    await a.sessions.get_session(tenant_id=tenant.id, session_id=other.id)
+    await a.sessions.append_event(
+        tenant_id=tenant.id, session_id=s.id,
+        data=EventCreate.model_validate({"author": "user", "invocation_id": "i", "content": {},
+                                         "actions": {"state_delta": {"k": 1, "user:lang": "de"}}}),
+    )
+    got = await a.sessions.get_session(tenant_id=tenant.id, session_id=s.id)
+    assert got.state == {"k": 1, "user:lang": "de"} and got.event_count == 1
+    # A user: change made through one session is visible at once through another session of that user.
+    assert (await a.sessions.get_session(tenant_id=tenant.id, session_id=other.id)).state == {"user:lang": "de"}
+    if cache_url is not None:
+        # b shares Redis, so it sees a's write with no database read needed.
+        assert (await b.sessions.get_session(tenant_id=tenant.id, session_id=s.id)).version == got.version
+        await b.sessions.update_session(tenant_id=tenant.id, session_id=s.id,
+                                        data=SessionUpdate(metadata={"by": "b"}))
+        assert (await a.sessions.get_session(tenant_id=tenant.id, session_id=s.id)).metadata == {"by": "b"}
+    await a.sessions.delete_session(tenant_id=tenant.id, session_id=s.id)
+    from contextiq.core.errors import NotFound
 
-        with pytest.raises(NotFound):
-            await a.sessions.get_session(tenant_id=tenant.id, session_id=s.id)
-    finally:
-        await a.aclose()
-        await b.aclose()
+    with pytest.raises(NotFound):
+        await a.sessions.get_session(tenant_id=tenant.id, session_id=s.id)
 
 
 async def test_cached_session_of_another_tenant_is_still_404(database_url: str, tmp_path: Path) -> None:

@@ -2,45 +2,33 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from contextiq.core.errors import NotFound
 from contextiq.memories.models import MemoryBankCreate, MemoryBankUpdate, RetrievalConfig, RetrieveRequest
 from contextiq.runtime import Runtime
-from tests.conftest import make_settings, new_tenant
-
-
-@pytest.fixture(params=[pytest.param("memory"), pytest.param("redis", marks=pytest.mark.redis)])
-def cache_url(request: pytest.FixtureRequest) -> str | None:
-    return None if request.param == "memory" else str(request.getfixturevalue("redis_url"))
+from tests.conftest import new_tenant
 
 
 async def test_bank_writes_are_seen_at_once_by_every_process(
-    database_url: str, cache_url: str | None, tmp_path: Path
+    two_processes: tuple[Runtime, Runtime], cache_url: str | None
 ) -> None:
-    a = Runtime(make_settings(tmp_path, database_url, cache_url))
-    b = Runtime(make_settings(tmp_path, database_url, cache_url))
-    try:
-        tenant = await new_tenant(a)
-        bank = await a.memories.create_bank(tenant_id=tenant.id, data=MemoryBankCreate(name="notes"))
-        assert (await b.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)).name == "notes"  # b caches it
-        update = MemoryBankUpdate(retrieval_config=RetrievalConfig(keyword_weight=0.9))
-        await a.memories.update_bank(tenant_id=tenant.id, bank_id=bank.id, data=update)
-        if cache_url is not None:  # a shared cache: b sees a's write at once
-            seen = await b.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)
-            assert seen.retrieval_config.keyword_weight == 0.9
-        assert (await a.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)).retrieval_config.keyword_weight == 0.9
-        await a.memories.delete_bank(tenant_id=tenant.id, bank_id=bank.id)
+    a, b = two_processes
+    tenant = await new_tenant(a)
+    bank = await a.memories.create_bank(tenant_id=tenant.id, data=MemoryBankCreate(name="notes"))
+    assert (await b.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)).name == "notes"  # b caches it
+    update = MemoryBankUpdate(retrieval_config=RetrievalConfig(keyword_weight=0.9))
+    await a.memories.update_bank(tenant_id=tenant.id, bank_id=bank.id, data=update)
+    if cache_url is not None:  # a shared cache: b sees a's write at once
+        seen = await b.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)
+        assert seen.retrieval_config.keyword_weight == 0.9
+    assert (await a.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)).retrieval_config.keyword_weight == 0.9
+    await a.memories.delete_bank(tenant_id=tenant.id, bank_id=bank.id)
+    with pytest.raises(NotFound):
+        await a.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)
+    if cache_url is not None:
         with pytest.raises(NotFound):
-            await a.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)
-        if cache_url is not None:
-            with pytest.raises(NotFound):
-                await b.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)
-    finally:
-        await a.aclose()
-        await b.aclose()
+            await b.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)
 
 
 async def test_a_reader_that_read_before_a_write_cannot_cache_the_old_bank(runtime: Runtime) -> None:
