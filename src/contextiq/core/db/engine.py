@@ -135,7 +135,7 @@ class Database:
             try:
                 yield driver
             except BaseException:
-                if _driver_closed(driver):
+                if driver_closed(driver):
                     await conn.invalidate()
                 raise
         finally:
@@ -146,7 +146,7 @@ class Database:
         for _ in range(self._pool_capacity):
             conn = await self._write_engine.connect()
             raw = await conn.get_raw_connection()
-            if not _driver_closed(raw.driver_connection):
+            if not driver_closed(raw.driver_connection):
                 return conn
             await conn.invalidate()
             await conn.close()
@@ -172,7 +172,7 @@ class Database:
             await self._write_engine.dispose()
 
 
-def _driver_closed(driver: Any) -> bool:
+def driver_closed(driver: Any) -> bool:
     """Whether a driver connection has closed (asyncpg's `is_closed`; others are taken as open)."""
     is_closed = getattr(driver, "is_closed", None)
     return bool(is_closed()) if callable(is_closed) else False

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contextiq.core.db.engine import driver_closed
 from contextiq.core.errors import Unavailable
 
 __all__ = ["PlainStatement", "driver_connection"]
@@ -68,8 +69,7 @@ async def driver_connection(session: AsyncSession) -> Any:
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
-    is_closed = getattr(driver, "is_closed", None)
-    if callable(is_closed) and is_closed():
+    if driver_closed(driver):
         await connection.invalidate()
         raise Unavailable("the database connection was lost; retry the request")
     return driver
