@@ -1019,14 +1019,14 @@ class MemoryService:
                 if hybrid:
                     timeline, timeline_key = await self._cached_timeline(tenant_id, bank, request)
                     if embedding is not None and self._scans_scope and not self._is_big_scope(tenant_id, bank, request):
-                        vector = await embedding
                         if self._db.is_postgres:
                             reads = await store.plain()
-                            read = await self._read_scope(reads, tenant_id, bank, request, query, vector, now)
-                            scan = None if read is None else self._scan_parts(bank, read, depth, timeline)
+                            read = await self._read_scope(reads, tenant_id, bank, request, query, now)
+                            vector = await embedding
+                            scan = None if read is None else self._scan_parts(bank, read, vector, depth, timeline)
                         else:
                             scan = await self._scan_scope_sqlite(
-                                store, tenant_id, bank, request, query, vector, depth, where, timeline_key
+                                store, tenant_id, bank, request, query, embedding, depth, where, timeline_key
                             )
                         if scan is not None:
                             scanned, vector = True, None  # the similarities are known
@@ -1151,8 +1151,8 @@ class MemoryService:
         embedding: asyncio.Future[np.ndarray],
     ) -> RetrieveResponse | None:
         """`hybrid` on PostgreSQL for a scope of at most `SCOPE_SCAN_CAP` memories, on one pooled
-        connection and no ORM session: one statement reads the scope (timeline, similarities, BM25),
-        the reranker orders it, a second reads the winners whole.
+        connection and no ORM session: one statement reads the scope (timeline, vectors, BM25) while
+        the query is embedded, the reranker orders it, a second reads the winners whole.
 
         None: the general path answers (a big scope, a query of stop words only, which the trigram
         fallback ranks, a confidence boost, which reads every candidate, an external vector index).
@@ -1160,13 +1160,13 @@ class MemoryService:
         if not self._scans_scope or request.confidence_weight or self._is_big_scope(tenant_id, bank, request):
             return None
         timeline, timeline_key = await self._cached_timeline(tenant_id, bank, request)
-        vector = await embedding
         async with self._db.driver_connection() as conn:
             reads = PgRetrieval(conn)
-            scan = await self._read_scope(reads, tenant_id, bank, request, query, vector, now)
+            # The scope is read while the query is embedded (in a worker thread).
+            scan = await self._read_scope(reads, tenant_id, bank, request, query, now)
             if scan is None:
                 return None
-            parts = self._scan_parts(bank, scan, depth, timeline)
+            parts = self._scan_parts(bank, scan, await embedding, depth, timeline)
             if parts[2] is None:
                 return None
             timeline = parts[0]
@@ -1186,13 +1186,11 @@ class MemoryService:
         bank: MemoryBank,
         request: RetrieveRequest,
         query: str,
-        vector: np.ndarray,
         now: datetime,
     ) -> ScopeScan | None:
         """Read a small scope whole in one statement (PostgreSQL); None for a big one (remembered)."""
         scan = await reads.scope_scan(
-            _scope_read(tenant_id, bank, request, now), vector=vector, model=self.embeddings.model, query=query,
-            cap=SCOPE_SCAN_CAP,
+            _scope_read(tenant_id, bank, request, now), model=self.embeddings.model, query=query, cap=SCOPE_SCAN_CAP
         )
         if scan is None:
             self._mark_big_scope(tenant_id, bank, request)
@@ -1200,17 +1198,16 @@ class MemoryService:
 
     @staticmethod
     def _scan_parts(
-        bank: MemoryBank, scan: ScopeScan, depth: int, timeline: Timeline[UUID] | None
+        bank: MemoryBank, scan: ScopeScan, vector: np.ndarray, depth: int, timeline: Timeline[UUID] | None
     ) -> tuple[Timeline[UUID], list[tuple[UUID, float]], list[tuple[UUID, float]] | None]:
         """A scope scan as the reranker takes it: the timeline (`timeline` if cached), every
-        memory's similarity and the best `depth` keyword hits, best first (None when the query has
-        no lexeme: the trigram fallback ranks)."""
+        memory's similarity to the query's `vector` and the best `depth` keyword hits, best first
+        (None when the query has no lexeme: the trigram fallback ranks)."""
         if timeline is None:
             gap = bank.retrieval_config.rerank_config().session_gap
             timeline = Timeline.build(zip(scan.ids, scan.times, strict=True), session_gap=gap)
-        similar = sorted(
-            ((i, s) for i, s in zip(scan.ids, scan.similarity, strict=True) if s is not None), key=lambda p: -p[1]
-        )
+        similarities = zip(scan.ids, scan.similarity(vector), strict=True)
+        similar = sorted(((i, s) for i, s in similarities if s is not None), key=lambda p: -p[1])
         keyword = sorted(
             ((i, k) for i, k in zip(scan.ids, scan.keyword, strict=True) if k is not None), key=lambda p: -p[1]
         )[:depth]
@@ -1254,13 +1251,14 @@ class MemoryService:
         bank: MemoryBank,
         request: RetrieveRequest,
         query: str,
-        vector: np.ndarray,
+        embedding: Awaitable[np.ndarray],
         depth: int,
         where: Callable[[], Sequence[ColumnElement[bool]]],
         key: Hashable,
     ) -> tuple[Timeline[UUID], list[tuple[UUID, float]], list[tuple[UUID, float]] | None] | None:
-        """SQLite's scope scan: the scope's rows in one read, cosine with numpy, keywords by BM25 over
-        the scope's own statistics (`TermIndex`, cached per write generation like the timeline).
+        """SQLite's scope scan: the scope's rows in one read (while the query is embedded), cosine with
+        numpy, keywords by BM25 over the scope's own statistics (`TermIndex`, cached per write
+        generation like the timeline).
 
         The keyword hits are None for what the index does not answer (phrases, `-word`, a query of
         only stop words): FTS5 ranks those.
@@ -1275,6 +1273,7 @@ class MemoryService:
             self._term_indexes.put(key, index)
         gap = bank.retrieval_config.rerank_config().session_gap
         timeline = Timeline.build(((r.id, r.time) for r in rows), session_gap=gap)
+        vector = await embedding
         model = self.embeddings.model
         usable = [r for r in rows if r.embedding is not None and r.embedding_model == model
                   and len(r.embedding) == len(vector)]

@@ -85,13 +85,41 @@ class ScopeText(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class ScopeScan:
     """A scope read whole for a hybrid query (`PgRetrieval.scope_scan`): per memory, in time order,
-    its id, time, cosine similarity (None: no vector of the model) and BM25 score (None: no match)."""
+    its id, time, vector of the query's model in pgvector's binary form (None: none of that model)
+    and BM25 score (None: no match)."""
 
     ids: list[UUID]
     times: list[datetime]
-    similarity: list[float | None]
+    vectors: list[bytes | None]
     keyword: list[float | None]
     has_words: bool  # False: the query has only stop words or symbols
+
+    def similarity(self, vector: np.ndarray) -> list[float | None]:
+        """Each memory's cosine similarity to `vector`, as pgvector's `1 - (a <=> b)` computes it
+        (None: no vector of the model, another dimension, or a zero vector)."""
+        return cosines(self.vectors, vector)
+
+
+def cosines(blobs: Sequence[bytes | None], vector: np.ndarray) -> list[float | None]:
+    """The cosine similarity of `vector` with each vector of `blobs`, pgvector's binary form
+    (`vector_send`: int16 dimension, int16 unused, then big-endian float4s); None where a blob is
+    missing, of another dimension or a zero vector."""
+    query = np.asarray(vector, dtype=np.float64).ravel()
+    size = 4 + 4 * len(query)
+    usable = [i for i, b in enumerate(blobs) if b is not None and len(b) == size]
+    out: list[float | None] = [None] * len(blobs)
+    query_norm = float(np.linalg.norm(query))
+    if not usable or query_norm == 0.0:
+        return out
+    # The 4-byte header is one float4 slot: every row is (header, values...).
+    rows = np.frombuffer(b"".join([blobs[i] for i in usable]), dtype=">f4")  # type: ignore[misc]
+    matrix = rows.reshape(len(usable), len(query) + 1)[:, 1:].astype(np.float64)
+    norms = np.linalg.norm(matrix, axis=1)
+    dots = matrix @ query
+    for i, dot, norm in zip(usable, dots.tolist(), norms.tolist(), strict=True):
+        if norm > 0.0:
+            out[i] = dot / (norm * query_norm)
+    return out
 
 
 # The scope and the retrieve filters, as the plain statements below take them (`ScopeRead.params`).
@@ -123,17 +151,16 @@ kw AS (
 )"""
 
 # One round trip for a hybrid query on a small scope: the scope's live memories in time order (the
-# timeline), each with its cosine similarity and its Okapi BM25 score (statistics over the scope;
-# the same formula as core/search/keyword.py). Run on the driver connection (core/db/plain.py), so
-# asyncpg reuses its prepared statement and no query is built per call. The query vector is bound as
-# a float4[] (binary) and cast: pgvector's own type would format every float as text.
+# timeline), each with its vector of the query's model (pgvector's binary form) and its Okapi BM25
+# score (statistics over the scope; the same formula as core/search/keyword.py). The statement does
+# not need the query's vector, so it runs while the query is being embedded; the cosines are then
+# computed in numpy (`ScopeScan.similarity`). Run on the driver connection (core/db/plain.py), so
+# asyncpg reuses its prepared statement and no query is built per call.
 PG_SCOPE_SCAN = PlainStatement(
     f"""
 WITH scope AS MATERIALIZED (
     SELECT m.id, COALESCE(m.event_time, m.created_at) AS t, m.created_at AS c, m.fact_fts AS doc,
-           CASE WHEN m.embedding IS NOT NULL AND m.embedding_model = :model
-                     AND vector_dims(m.embedding) = :dims
-                THEN 1 - (m.embedding <=> CAST(CAST(:vector AS real[]) AS vector)) END AS sim
+           CASE WHEN m.embedding_model = :model THEN vector_send(m.embedding) END AS vec
     FROM memories m
     WHERE {_SCOPE_FILTERS}
     ORDER BY t, c, m.id
@@ -146,7 +173,7 @@ q AS MATERIALIZED (  -- the query, parsed once (not once per row)
 matched AS (
     SELECT s.id, s.doc FROM scope s, q WHERE s.doc @@ q.query
 ),{_BM25_CTES.format(n="SELECT count(*) FROM scope", corpus="scope")}
-SELECT s.id, s.t, s.sim, kw.score, COALESCE(numnode(q.query), 0) AS nodes
+SELECT s.id, s.t, s.vec, kw.score, COALESCE(numnode(q.query), 0) AS nodes
 FROM scope s CROSS JOIN q LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
 """
 )
@@ -205,22 +232,17 @@ class PgRetrieval:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
-    async def scope_scan(
-        self, scope: ScopeRead, *, vector: np.ndarray, model: str, query: str, cap: int
-    ) -> ScopeScan | None:
+    async def scope_scan(self, scope: ScopeRead, *, model: str, query: str, cap: int) -> ScopeScan | None:
         """Read a whole scope for a hybrid query in one statement (PostgreSQL): `PG_SCOPE_SCAN`.
 
-        Returns every memory `scope` reads, in time order, with its cosine
-        similarity to `vector` (None without a vector of `model`) and its BM25 score for `query`
-        (None when it matches no word), and whether the query has a lexeme (False: only stop words
-        or symbols); None when more than `cap` memories match.
+        Returns every memory `scope` reads, in time order, with its vector of `model` (None without
+        one) and its BM25 score for `query` (None when it matches no word), and whether the query
+        has a lexeme (False: only stop words or symbols); None when more than `cap` memories match.
         """
         text_query = tsquery_text(query)
         params = {
             **scope.params(),
             "model": model,
-            "dims": len(vector),
-            "vector": np.asarray(vector, dtype=np.float32).tolist(),
             "tsquery": text_query or "",
             "has_words": text_query is not None,
             "query_text": query,
@@ -234,7 +256,7 @@ class PgRetrieval:
         return ScopeScan(
             ids=[r[0] for r in rows],
             times=[r[1] for r in rows],
-            similarity=[r[2] for r in rows],
+            vectors=[r[2] for r in rows],
             keyword=[r[3] for r in rows],
             has_words=bool(rows and rows[0][4]),
         )
