@@ -23,7 +23,9 @@ at once, over `"load_queries"`; q/s is those queries over the wall time. mem0 su
 `AsyncMemory` runs these same sync calls in `asyncio.to_thread`, the pgvector store takes a
 connection per call from a psycopg_pool `ConnectionPool` (its `maxconn`, default 5, is raised to the
 thread count here so that threads do not queue for a connection), spaCy models load under a lock, and
-the lazily made entity store already exists after the one-at-a-time searches.
+the lazily made entity store already exists after the one-at-a-time searches. With `"rounds"` (a
+list of query lists) there is one such burst per list, each after "go" on stdin, so that the parent
+can interleave mem0's rounds with ContextIQ's (see `ROUND_READY`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ def make_memory(directory: Path, pg: str | None = None, maxconn: int = 5) -> Any
     return Memory.from_config(config)
 
 
+#: The lines of the interleaved rounds (`"rounds"` in the work file): the child prints ROUND_READY and
+#: waits for "go" on stdin, runs one round and prints ROUND_DONE with its numbers.
+ROUND_READY = "@@mem0-round-ready"
+ROUND_DONE = "@@mem0-round-done"
+
+
 def scale(work_path: Path, out: Path, directory: Path) -> int:
     import hashlib
     import random
@@ -115,6 +123,13 @@ def scale(work_path: Path, out: Path, directory: Path) -> int:
             vectors=vectors.tolist(), payloads=payloads, ids=[str(uuid.uuid4()) for _ in range(count)]
         )
     insert_s = time.perf_counter() - start
+    if work.get("pg"):
+        # As after ContextIQ's load: vacuumed and analysed now, so that autovacuum does not start on
+        # the 100k fresh rows (and their HNSW index) in the middle of a later measurement.
+        import psycopg
+
+        with psycopg.connect(work["pg"], autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE mem0")
     pick = random.Random(7)
     times = []
     for k, q in enumerate(work["queries"]):
@@ -130,25 +145,36 @@ def scale(work_path: Path, out: Path, directory: Path) -> int:
         "search": stats(times),
     }
     load_queries = work.get("load_queries") or []
-    if load_queries:
+    rounds: list[list[str]] = work.get("rounds") or ([load_queries] if load_queries else [])
+    if rounds:
         warmup = int(work.get("load_warmup") or 0)
-        loaded: list[float] = []
 
-        def one(q: str, user: str, measured: bool) -> None:
+        def one(q: str, user: str, measured: bool, into: list[float]) -> None:
             begin = time.perf_counter()
             memory.search(q, top_k=10, filters={"user_id": user}, threshold=0.0)
             if measured:
-                loaded.append((time.perf_counter() - begin) * 1000)  # list.append is atomic
+                into.append((time.perf_counter() - begin) * 1000)  # list.append is atomic
 
-        calls = [(q, f"user-{pick.randrange(scopes)}") for q in load_queries]
+        interactive = "rounds" in work
+        result["concurrent_rounds"] = []
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(lambda c: one(*c, False), calls[:warmup]))
-            begin = time.perf_counter()
-            list(pool.map(lambda c: one(*c, True), calls[warmup:]))
-            wall = time.perf_counter() - begin
-        concurrent = stats(loaded)
-        concurrent.update(qps=len(loaded) / wall, wall_s=wall, queries=len(loaded), threads=threads)
-        result["concurrent"] = concurrent
+            for number, queries in enumerate(rounds):
+                if interactive:  # interleaved with ContextIQ's rounds: wait for our turn
+                    print(f"{ROUND_READY} {number}", flush=True)
+                    if sys.stdin.readline().strip() != "go":
+                        break
+                loaded: list[float] = []
+                calls = [(q, f"user-{pick.randrange(scopes)}") for q in queries]
+                list(pool.map(lambda c, into=loaded: one(*c, False, into), calls[:warmup]))
+                begin = time.perf_counter()
+                list(pool.map(lambda c, into=loaded: one(*c, True, into), calls[warmup:]))
+                wall = time.perf_counter() - begin
+                concurrent = stats(loaded)
+                concurrent.update(qps=len(loaded) / wall, wall_s=wall, queries=len(loaded), threads=threads)
+                result["concurrent_rounds"].append(concurrent)
+                if interactive:
+                    print(f"{ROUND_DONE} {json.dumps(concurrent)}", flush=True)
+        result["concurrent"] = result["concurrent_rounds"][0] if result["concurrent_rounds"] else None
     out.write_text(json.dumps(result))
     return 0
 

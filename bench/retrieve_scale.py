@@ -27,16 +27,18 @@ Run from the repository root (one command each; see docs/benchmarks.md, "Retriev
    connection; p50/p95/mean and queries/s (one client at a time). The query embedding is included.
    The HTTP client is `LeanHttp`, a few lines over asyncio streams: the machine's 2 cores are shared
    by the client and the server, and httpx spends ~3 ms of CPU per request here against ~0.2 ms.
-4. throughput (`--concurrency N` > 1): N asyncio tasks calling the service of one Runtime in
-   process (as mem0's N threads call one `Memory`), and with `--http` N keep-alive connections to
-   the same server, send other distinct queries per mode, each its share; q/s is queries over wall
-   time, with p50/p95 under that load. `--server-workers W` > 1 then also starts a server of W
-   uvicorn worker processes (`contextiq.api.app:app_from_env`, settings in CONTEXTIQ_* variables)
-   and measures the same there.
-5. `--mem0 N`: mem0 OSS (bench/.venv-mem0) with N memories in local qdrant or (`--mem0-store
+4. `--mem0 N`: mem0 OSS (bench/.venv-mem0) with N memories in local qdrant or (`--mem0-store
    pgvector`) pgvector in a fresh database (inserted straight into its vector store: `add` embeds one
-   text at a time, ~50/s), then `search` on the same queries, one at a time and from N threads
-   (`--concurrency`) of one `Memory`; printed as ratios to ContextIQ's similarity and hybrid modes.
+   text at a time, ~50/s), then `search` on the same queries one at a time; printed as ratios to
+   ContextIQ's similarity and hybrid modes. The mem0 process stays up for the rounds below.
+5. throughput, in `--rounds R` interleaved rounds: N (`--concurrency`) asyncio tasks calling the
+   service of one Runtime in process (as mem0's N threads call one `Memory`), with `--http` N
+   keep-alive connections to the same server, and with `--mem0` N threads calling `search` on the
+   one `Memory`; each round sends fresh distinct queries, each caller its share; q/s is queries
+   over wall time, with p50/p95 under that load. The ratios to mem0 are taken within a round (the
+   machine's speed drifts between minutes) and their median is printed. `--server-workers W` > 1
+   then also starts a server of W uvicorn worker processes (`contextiq.api.app:app_from_env`,
+   settings in CONTEXTIQ_* variables) and measures the same there, once.
 
 Targets (issue 4 §4): retrieve p95 <= 10 ms over HTTP at 1M memories (query embedding included);
 >= 5x mem0's search throughput.
@@ -60,6 +62,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +70,9 @@ SRC = ROOT / "src"
 MEM0_PYTHON = ROOT / "bench" / ".venv-mem0" / "bin" / "python"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 MODES = ("similarity", "keyword", "hybrid")
+#: Lines of the mem0 child in interleaved rounds (bench/locomo_mem0.py).
+ROUND_READY = "@@mem0-round-ready"
+ROUND_DONE = "@@mem0-round-done"
 
 if (SRC / "contextiq").is_dir() and str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
@@ -678,84 +684,107 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "pool": args.pool,
         "queries": args.queries,
         "concurrency": args.concurrency,
+        "rounds": [],
     }
     texts = pool_texts(args.pool, seed=1)
     qs = queries(args.queries + args.warmup, seed=2)
-    if not args.no_contextiq:
-        want: dict[str, Any] = {
-            "memories": args.memories, "scopes": args.scopes, "pool": args.pool, "model": model_name()
-        }
-        db = kept_database(args.pg, args.keep_db, want) if args.keep_db else _fresh(args.backend, args.pg)
-        async with db as (url, data_dir, meta):
+    async with contextlib.AsyncExitStack() as stack:
+        runtime: Any = None
+        base = key = None
+        tenant: Any = None
+        if not args.no_contextiq:
+            want: dict[str, Any] = {
+                "memories": args.memories, "scopes": args.scopes, "pool": args.pool, "model": model_name()
+            }
+            db = kept_database(args.pg, args.keep_db, want) if args.keep_db else _fresh(args.backend, args.pg)
+            url, data_dir, meta = await stack.enter_async_context(db)
             runtime = Runtime(settings_for(url, data_dir))
-            try:
-                await runtime.prepare_schema()  # on a kept database: applies the migrations added since
-                if meta is not None:
-                    log(f"database {args.keep_db}: reusing its load of {meta['loaded_at']:%Y-%m-%d %H:%M}")
-                    tenant, key = meta["org_id"], meta["api_key"]
-                    results["load"] = meta["load"]
-                    results["db"] = {"name": args.keep_db, "kept": True, "reused": True}
+            stack.push_async_callback(runtime.aclose)
+            await runtime.prepare_schema()  # on a kept database: applies the migrations added since
+            if meta is not None:
+                log(f"database {args.keep_db}: reusing its load of {meta['loaded_at']:%Y-%m-%d %H:%M}")
+                tenant, key = meta["org_id"], meta["api_key"]
+                results["load"] = meta["load"]
+                results["db"] = {"name": args.keep_db, "kept": True, "reused": True}
+            else:
+                log(f"embedding a pool of {args.pool} sentences")
+                vectors = await embed_pool(texts)
+                org = await runtime.platform.create_org(OrganizationCreate(name="scale"))
+                created = await runtime.platform.create_key(
+                    org_id=org.id, data=ApiKeyCreate(name="scale", scopes=["admin"], rate_limit=1_000_000)
+                )
+                tenant, key = org.id, created.key
+                bank = await runtime.memories.get_bank(tenant_id=org.id, bank_id=None)
+                data = rows(
+                    args.memories, args.scopes, texts, vectors, tenant=org.id, bank=bank.id, seed=3,
+                    model=want["model"],
+                )
+                log(f"loading {args.memories} memories into {args.scopes} scopes ({args.backend})")
+                if args.backend == "postgres":
+                    results["load"] = await load_postgres(url, data, args.memories)
                 else:
-                    log(f"embedding a pool of {args.pool} sentences")
-                    vectors = await embed_pool(texts)
-                    org = await runtime.platform.create_org(OrganizationCreate(name="scale"))
-                    created = await runtime.platform.create_key(
-                        org_id=org.id, data=ApiKeyCreate(name="scale", scopes=["admin"], rate_limit=1_000_000)
+                    results["load"] = await load_sqlite(runtime, data, args.memories)
+                log(f"loaded: {results['load']}")
+                if args.keep_db:
+                    await write_meta(
+                        url, {**want, "org_id": org.id, "bank_id": bank.id, "api_key": key, "load": results["load"]}
                     )
-                    tenant, key = org.id, created.key
-                    bank = await runtime.memories.get_bank(tenant_id=org.id, bank_id=None)
-                    data = rows(
-                        args.memories, args.scopes, texts, vectors, tenant=org.id, bank=bank.id, seed=3,
-                        model=want["model"],
-                    )
-                    log(f"loading {args.memories} memories into {args.scopes} scopes ({args.backend})")
-                    if args.backend == "postgres":
-                        results["load"] = await load_postgres(url, data, args.memories)
-                    else:
-                        results["load"] = await load_sqlite(runtime, data, args.memories)
-                    log(f"loaded: {results['load']}")
-                    if args.keep_db:
-                        await write_meta(
-                            url, {**want, "org_id": org.id, "bank_id": bank.id, "api_key": key, "load": results["load"]}
-                        )
-                        results["db"] = {"name": args.keep_db, "kept": True, "reused": False}
-                await check_found(runtime, tenant, args.scopes)
-                log("retrieve in-process")
-                results["inprocess"] = await measure_inprocess(runtime, tenant, qs, args.scopes, warmup=args.warmup)
-                if args.concurrency > 1:
-                    log(f"retrieve in-process, {args.concurrency} concurrent tasks")
-                    load_qs = queries(args.queries + 2 * args.concurrency, seed=5)
-                    results["inprocess_concurrent"] = await measure_inprocess_concurrent(
-                        runtime,
-                        tenant,
-                        load_qs,
-                        args.scopes,
-                        concurrency=args.concurrency,
-                        warmup=2 * args.concurrency,
-                    )
-            finally:
-                await runtime.aclose()
+                    results["db"] = {"name": args.keep_db, "kept": True, "reused": False}
+            await check_found(runtime, tenant, args.scopes)
+            log("retrieve in-process")
+            results["inprocess"] = await measure_inprocess(runtime, tenant, qs, args.scopes, warmup=args.warmup)
             if args.http:
                 log("retrieve over HTTP (uvicorn subprocess)")
-                results["concurrent"] = []
-                with live_server(url, data_dir) as base:
-                    results["http"] = await measure_http(base, key, qs, args.scopes, warmup=args.warmup)
-                    results["concurrent"].append(await concurrent_run(args, base, key, workers=1))
-                if args.server_workers > 1:
-                    log(f"retrieve over HTTP, {args.server_workers} uvicorn workers")
-                    with live_server(url, data_dir, workers=args.server_workers) as base:
-                        results["concurrent"].append(await concurrent_run(args, base, key, workers=args.server_workers))
-    if args.mem0:
-        log(f"mem0 with {args.mem0} memories ({args.mem0_store})")
-        scopes = args.scopes * args.mem0 // args.memories or 1
-        mem0_qs = queries(args.queries + max(args.warmup, 2 * args.concurrency), seed=4)
-        kwargs: dict[str, Any] = {"warmup": args.warmup, "concurrency": args.concurrency, "load_queries": mem0_qs}
-        if args.mem0_store == "pgvector":
-            async with database("postgres", args.pg) as (url, _):
-                kwargs["pg"] = url.replace("postgresql+asyncpg://", "postgresql://")
-                results["mem0"] = run_mem0(args.mem0, scopes, texts, qs, **kwargs)
-        else:
-            results["mem0"] = run_mem0(args.mem0, scopes, texts, qs, **kwargs)
+                base = stack.enter_context(live_server(url, data_dir))
+                results["http"] = await measure_http(base, key, qs, args.scopes, warmup=args.warmup)
+        warmup = 2 * args.concurrency
+        mem0: Mem0Run | None = None
+        if args.mem0:
+            log(f"mem0 with {args.mem0} memories ({args.mem0_store})")
+            pg = None
+            if args.mem0_store == "pgvector":
+                mem0_url, _ = await stack.enter_async_context(database("postgres", args.pg))
+                pg = mem0_url.replace("postgresql+asyncpg://", "postgresql://")
+            mem0 = stack.enter_context(
+                Mem0Run(
+                    args.mem0, args.scopes * args.mem0 // args.memories or 1, texts, qs,
+                    warmup=args.warmup, concurrency=args.concurrency, load_warmup=warmup,
+                    rounds=[queries(args.queries + warmup, seed=100 + r) for r in range(args.rounds)], pg=pg,
+                )
+            )
+        if args.concurrency > 1 or mem0 is not None:
+            for number in range(args.rounds):
+                # Interleaved: each round measures every side within a minute or two of the others.
+                this: dict[str, Any] = {}
+                if runtime is not None and args.concurrency > 1:
+                    log(f"round {number + 1}/{args.rounds}: retrieve in-process, {args.concurrency} concurrent tasks")
+                    this["inprocess"] = await measure_inprocess_concurrent(
+                        runtime, tenant, queries(args.queries + warmup, seed=200 + number), args.scopes,
+                        concurrency=args.concurrency, warmup=warmup,
+                    )
+                if base is not None and args.concurrency > 1:
+                    log(f"round {number + 1}/{args.rounds}: retrieve over HTTP at concurrency {args.concurrency}")
+                    this["http"] = await measure_http_concurrent(
+                        base, key, queries(args.queries + warmup, seed=300 + number), args.scopes,
+                        concurrency=args.concurrency, warmup=warmup, tag=f"round{number}",
+                    )
+                if mem0 is not None:
+                    log(f"round {number + 1}/{args.rounds}: mem0 search from {args.concurrency} threads")
+                    this["mem0"] = await asyncio.to_thread(mem0.round)
+                results["rounds"].append(this)
+        if mem0 is not None:
+            results["mem0"] = await asyncio.to_thread(mem0.finish)
+        if base is not None and args.server_workers > 1:
+            log(f"retrieve over HTTP, {args.server_workers} uvicorn workers (once, after the rounds)")
+            with live_server(url, data_dir, workers=args.server_workers) as many:
+                more = max(args.warmup, 2 * args.concurrency * args.server_workers)  # reaches every worker
+                results["workers"] = {
+                    "server_workers": args.server_workers,
+                    "modes": await measure_http_concurrent(
+                        many, key, queries(args.queries + more, seed=400), args.scopes,
+                        concurrency=args.concurrency, warmup=more, tag=f"load{args.server_workers}",
+                    ),
+                }
     return results
 
 
@@ -765,64 +794,80 @@ async def _fresh(backend: str, pg_admin: str) -> Any:
         yield url, data_dir, None
 
 
-async def concurrent_run(args: argparse.Namespace, base: str, key: str, *, workers: int) -> dict[str, Any]:
-    """Throughput of one server at --concurrency clients; the warmup reaches every worker."""
-    warmup = max(args.warmup, 2 * args.concurrency * workers)
-    log(f"retrieve over HTTP at concurrency {args.concurrency} ({workers} server worker(s))")
-    qs = queries(args.queries + warmup, seed=4)
-    modes = await measure_http_concurrent(
-        base, key, qs, args.scopes, concurrency=args.concurrency, warmup=warmup, tag=f"load{workers}"
-    )
-    return {"server_workers": workers, "concurrency": args.concurrency, "modes": modes}
+class Mem0Run:
+    """mem0 OSS in its own virtualenv (`bench/locomo_mem0.py --scale`), alive for the whole run:
+    it inserts, measures one client at a time, then runs one throughput burst per `round()` call,
+    so that the parent interleaves mem0's bursts with ContextIQ's on the same noisy machine."""
 
+    def __init__(
+        self,
+        n: int,
+        scopes: int,
+        texts: list[str],
+        qs: list[str],
+        *,
+        warmup: int,
+        concurrency: int,
+        load_warmup: int,
+        rounds: list[list[str]],
+        pg: str | None,
+    ) -> None:
+        if not MEM0_PYTHON.exists():
+            raise SystemExit("no bench/.venv-mem0: run `python bench/locomo.py --setup-mem0` first")
+        self._work = {
+            "memories": n, "scopes": scopes, "texts": texts, "queries": qs, "warmup": warmup, "pg": pg,
+            "concurrency": concurrency, "rounds": rounds, "load_warmup": load_warmup,
+        }
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: subprocess.Popen[str] | None = None
 
-def run_mem0(
-    n: int,
-    scopes: int,
-    texts: list[str],
-    qs: list[str],
-    *,
-    warmup: int,
-    concurrency: int,
-    load_queries: list[str],
-    pg: str | None = None,
-) -> dict[str, Any]:
-    if not MEM0_PYTHON.exists():
-        raise SystemExit("no bench/.venv-mem0: run `python bench/locomo.py --setup-mem0` first")
-    with tempfile.TemporaryDirectory(prefix="ciq-scale-mem0-") as tmp:
-        work = Path(tmp) / "work.json"
-        out = Path(tmp) / "out.json"
-        work.write_text(
-            json.dumps(
-                {
-                    "memories": n,
-                    "scopes": scopes,
-                    "texts": texts,
-                    "queries": qs,
-                    "warmup": warmup,
-                    "pg": pg,
-                    "concurrency": concurrency,
-                    "load_queries": load_queries,
-                    "load_warmup": len(load_queries) - (len(qs) - warmup),  # as many measured as qs
-                }
-            )
-        )
+    def __enter__(self) -> Mem0Run:
+        self._tmp = tempfile.TemporaryDirectory(prefix="ciq-scale-mem0-")
+        tmp = Path(self._tmp.name)
+        (tmp / "work.json").write_text(json.dumps(self._work))
         env = dict(os.environ, MEM0_TELEMETRY="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-        subprocess.run(
+        self._proc = subprocess.Popen(
             [
-                str(MEM0_PYTHON),
-                str(ROOT / "bench" / "locomo_mem0.py"),
-                "--scale",
-                str(work),
-                "--out",
-                str(out),
-                "--dir",
-                tmp,
+                str(MEM0_PYTHON), str(ROOT / "bench" / "locomo_mem0.py"),
+                "--scale", str(tmp / "work.json"), "--out", str(tmp / "out.json"), "--dir", str(tmp),
             ],
-            check=True,
-            env=env,
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
-        return dict(json.loads(out.read_text()))
+        return self
+
+    def _line(self, marker: str) -> str:
+        """The rest of the child's next line that starts with `marker` (others are passed on)."""
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if line.startswith(marker):
+                return line[len(marker) :].strip()
+            sys.stderr.write(line)
+        raise RuntimeError(f"mem0 exited with {self._proc.wait()} before {marker}")
+
+    def round(self) -> dict[str, Any]:
+        """Run one throughput burst (blocking: call it in a thread) and return its numbers."""
+        assert self._proc is not None and self._proc.stdin is not None
+        self._line(ROUND_READY)
+        self._proc.stdin.write("go\n")
+        self._proc.stdin.flush()
+        return dict(json.loads(self._line(ROUND_DONE)))
+
+    def finish(self) -> dict[str, Any]:
+        """Wait for the child to write its results (blocking) and return them."""
+        assert self._proc is not None and self._tmp is not None
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        code = self._proc.wait()
+        if code != 0:
+            raise RuntimeError(f"mem0 exited with {code}")
+        return dict(json.loads((Path(self._tmp.name) / "out.json").read_text()))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
 
 def render(r: dict[str, Any]) -> str:
@@ -855,29 +900,42 @@ def render(r: dict[str, Any]) -> str:
                     lines.append(
                         f"  throughput ContextIQ {where} {mode} / mem0 = {r[where][mode]['qps'] / s['qps']:.1f}x"
                     )
-    concurrent = r.get("concurrent") or []
-    mc = (m or {}).get("concurrent")
-    if concurrent or mc or r.get("inprocess_concurrent"):
+    rounds = r.get("rounds") or []
+    if rounds:
         n = r["concurrency"]
-        lines.append(f"-- throughput at concurrency {n} (q/s = queries / wall time; latency under that load)")
-        tasks = r.get("inprocess_concurrent")
-        rows = [(f"ContextIQ in process ({n} tasks)", tasks)] if tasks else []
-        rows += [
-            (f"ContextIQ HTTP, {c['server_workers']} worker{'s' if c['server_workers'] > 1 else ''}", c["modes"])
-            for c in concurrent
-        ]
-        for label, modes in rows:
-            for mode, p in modes.items():
-                line = f"{label:<32}{mode:<12} {p['qps']:7.1f} q/s   p50 {p['p50']:7.2f} ms   p95 {p['p95']:7.2f} ms"
-                if mc:
-                    line += f"   {p['qps'] / mc['qps']:5.1f}x mem0"
+        lines.append(
+            f"-- throughput at concurrency {n}, {len(rounds)} interleaved round(s) (q/s = queries / wall time; "
+            "each cell: round 1 · round 2 · ...; × mem0 in the same round, median last)"
+        )
+        mem0_qps = [x["mem0"]["qps"] for x in rounds if "mem0" in x]
+        for side, label in (("inprocess", f"ContextIQ in process ({n} tasks)"), ("http", "ContextIQ HTTP, 1 worker")):
+            if not all(side in x for x in rounds):
+                continue
+            for mode in MODES:
+                qps = [x[side][mode]["qps"] for x in rounds]
+                line = f"{label:<32}{mode:<12} " + " · ".join(f"{q:6.1f}" for q in qps) + " q/s"
+                if len(mem0_qps) == len(qps):
+                    ratios = [q / m0 for q, m0 in zip(qps, mem0_qps, strict=True)]
+                    line += "   " + " · ".join(f"{x:4.1f}x" for x in ratios) + f"   median {median(ratios):4.1f}x mem0"
                 lines.append(line)
-        if mc:
-            label = f"mem0 ({m.get('store', 'qdrant local')})"
+        if mem0_qps:
+            label = f"mem0 ({(m or {}).get('store', 'qdrant local')})"
+            threads = rounds[0]["mem0"].get("threads", n)
             lines.append(
-                f"{label:<32}{'search':<12} {mc['qps']:7.1f} q/s   p50 {mc['p50']:7.2f} ms   "
-                f"p95 {mc['p95']:7.2f} ms   ({mc['threads']} threads, one Memory)"
+                f"{label:<32}{'search':<12} " + " · ".join(f"{q:6.1f}" for q in mem0_qps)
+                + f" q/s   ({threads} threads, one Memory)"
             )
+    workers = r.get("workers")
+    if workers:
+        mem0_median = median([x["mem0"]["qps"] for x in rounds if "mem0" in x]) if rounds else None
+        for mode, p in workers["modes"].items():
+            line = (
+                f"ContextIQ HTTP, {workers['server_workers']} workers  {mode:<12} {p['qps']:7.1f} q/s   "
+                f"p50 {p['p50']:7.2f} ms   p95 {p['p95']:7.2f} ms"
+            )
+            if mem0_median:
+                line += f"   {p['qps'] / mem0_median:4.1f}x mem0's median"
+            lines.append(line)
     return "\n".join(lines)
 
 
@@ -919,6 +977,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="W",
         help="with --http and W > 1: also measure throughput on a server of W uvicorn worker processes",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        metavar="R",
+        help="throughput rounds; each measures ContextIQ (in process, over HTTP) and mem0 one after another",
+    )
     p.add_argument("--json-out", type=Path)
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -929,8 +994,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.keep_db and args.backend != "postgres":
         p.error("--keep-db needs --backend postgres")
-    if args.concurrency < 1 or args.server_workers < 1:
-        p.error("--concurrency and --server-workers must be >= 1")
+    if args.concurrency < 1 or args.server_workers < 1 or args.rounds < 1:
+        p.error("--concurrency, --server-workers and --rounds must be >= 1")
     if args.server_workers > 1 and not args.http:
         p.error("--server-workers needs --http")
     results = asyncio.run(run(args))
