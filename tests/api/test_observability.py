@@ -14,6 +14,7 @@ async def test_metrics_record_latency_by_route_and_status(client: httpx.AsyncCli
     assert 'route="/v1/sessions",status="200"' in text
     assert 'route="/v1/sessions/{session_id}",status="404"' in text
     assert "contextiq_db_pool_size" in text
+    assert "contextiq_db_pool_idle_lent" in text
 
 
 async def test_readyz_and_openapi(client: httpx.AsyncClient) -> None:

@@ -38,9 +38,14 @@ async def test_at_most_lent_idle_max_are_kept_and_the_rest_go_back_to_the_pool(d
     for manager in managers:
         await manager.__aexit__(None, None, None)
     assert len(db._lent_idle) == LENT_IDLE_MAX
-    assert db.pool_status()["checked_out"] == LENT_IDLE_MAX
+    assert db.pool_status()["checked_out"] == 0  # kept, not in use
+    assert db.pool_status()["idle_lent"] == LENT_IDLE_MAX
+    async with db.driver_connection():
+        assert db.pool_status()["checked_out"] == 1
+        assert db.pool_status()["idle_lent"] == LENT_IDLE_MAX - 1
     await db.aclose()
-    assert db._lent_idle == [] and db.pool_status()["checked_out"] == 0
+    assert db._lent_idle == []
+    assert (db.pool_status()["checked_out"], db.pool_status()["idle_lent"]) == (0, 0)
 
 
 async def test_a_connection_that_raised_is_given_back_to_the_pool(db: Database) -> None:

@@ -26,8 +26,13 @@ class _PoolCollector(Collector):
         size.add_metric([], status["size"])
         used = GaugeMetricFamily("contextiq_db_pool_checked_out", "Connections in use")
         used.add_metric([], status["checked_out"])
+        idle = GaugeMetricFamily(
+            "contextiq_db_pool_idle_lent", "Connections kept out of the pool, idle, for the plain-SQL reads"
+        )
+        idle.add_metric([], status["idle_lent"])
         yield size
         yield used
+        yield idle
 
 
 class Metrics:

@@ -190,12 +190,14 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     def pool_status(self) -> dict[str, int]:
-        """Return the reader pool's size and checked-out connections (for /metrics)."""
+        """Return the reader pool's size, its connections in use, and those kept idle for
+        `driver_connection()` (checked out of the pool, but not in use) (for /metrics)."""
         pool: Any = self.engine.pool
+        idle = len(self._lent_idle)
         try:
-            return {"size": int(pool.size()), "checked_out": int(pool.checkedout())}
+            return {"size": int(pool.size()), "checked_out": int(pool.checkedout()) - idle, "idle_lent": idle}
         except AttributeError:
-            return {"size": 0, "checked_out": 0}
+            return {"size": 0, "checked_out": 0, "idle_lent": idle}
 
     async def aclose(self) -> None:
         """Dispose of every pooled connection."""
