@@ -4,8 +4,10 @@ only when given back clean, and never outlive the pool's recycle age."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from contextiq.core.db import engine as engine_module
 from contextiq.core.db.engine import LENT_IDLE_MAX, Database
@@ -83,3 +85,15 @@ async def test_an_idle_lent_connection_closed_meanwhile_is_replaced(db: Database
     await driver.close()  # as when PostgreSQL restarts
     async with db.driver_connection() as fresh:
         assert fresh is not driver and await fresh.fetchval("SELECT 1") == 1
+
+
+async def test_sqlite_gives_its_one_write_connection_back(tmp_path: Path) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'one.db'}")
+    try:
+        async with database.driver_connection() as driver:
+            assert driver is not None
+        assert database._lent_idle == []
+        async with database.write() as session:  # would wait for the pool's only connection otherwise
+            assert (await session.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await database.aclose()

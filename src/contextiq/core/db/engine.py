@@ -152,7 +152,8 @@ class Database:
             await conn.invalidate()
             await conn.close()
         elif (
-            len(self._lent_idle) < LENT_IDLE_MAX
+            self.is_postgres  # SQLite's writes have one connection: it must go back
+            and len(self._lent_idle) < LENT_IDLE_MAX
             and time.monotonic() - since < POOL_RECYCLE_SECONDS
             and not driver_closed(driver)
         ):
