@@ -70,12 +70,11 @@ SRC = ROOT / "src"
 MEM0_PYTHON = ROOT / "bench" / ".venv-mem0" / "bin" / "python"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 MODES = ("similarity", "keyword", "hybrid")
-#: Lines of the mem0 child in interleaved rounds (bench/locomo_mem0.py).
-ROUND_READY = "@@mem0-round-ready"
-ROUND_DONE = "@@mem0-round-done"
 
 if (SRC / "contextiq").is_dir() and str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
+
+from locomo_mem0 import ROUND_DONE, ROUND_READY  # noqa: E402 (bench/, stdlib only at import)
 
 _SUBJECTS = "I my sister my manager our team the landlord my partner the doctor my son the neighbour we".split()
 _VERBS = (
