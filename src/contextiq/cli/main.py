@@ -48,6 +48,7 @@ def serve(
     import uvicorn
 
     from contextiq.api import create_app
+    from contextiq.core.shutdown import exit_despite_stray_threads
 
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -57,6 +58,7 @@ def serve(
                     log_level=settings.log_level)
     else:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+    exit_despite_stray_threads()  # the in-process worker's connections, as in `contextiq worker`
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""A stopped worker process exits even when a library left a non-daemon thread running."""
+"""A stopped process (`contextiq worker`, `contextiq serve`) exits even when a library left a non-daemon
+thread running."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import textwrap
 
 _SCRIPT = """
 import logging, sys, threading, time
-from contextiq.worker import exit_despite_stray_threads
+from contextiq.core.shutdown import exit_despite_stray_threads
 logging.basicConfig(level=logging.INFO)
 forever = threading.Thread(target=threading.Event().wait, name="orphaned-connection")
 brief = threading.Thread(target=time.sleep, args=(0.2,), name="closing-connection")
