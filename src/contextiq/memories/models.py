@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
@@ -35,6 +36,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DURATION = timedelta(days=365 * 100)
 
 
+@functools.lru_cache(maxsize=256)
 def parse_duration(value: str) -> timedelta:
     """Parse a duration like `365d`, `12h`, `30m`, `90s` or `2w` (one positive integer and one unit)."""
     match = _DURATION.match(value)

@@ -60,7 +60,9 @@ from contextiq.core.search.rerank import (
     SIMILARITY_DEPTH,
     Timeline,
     TimelineCache,
+    micros,
     rerank,
+    rerank_scope,
     scope_timeline,
 )
 from contextiq.core.search.terms import TermIndex, analyse, bm25_scores
@@ -1159,23 +1161,15 @@ class MemoryService:
         """
         if not self._scans_scope or request.confidence_weight or self._is_big_scope(tenant_id, bank, request):
             return None
-        timeline, timeline_key = await self._cached_timeline(tenant_id, bank, request)
         async with self._db.driver_connection() as conn:
             reads = PgRetrieval(conn)
             # The scope is read while the query is embedded (in a worker thread).
             scan = await self._read_scope(reads, tenant_id, bank, request, query, now)
             if scan is None:
                 return None
-            parts = self._scan_parts(bank, scan, await embedding, depth, timeline)
-            if parts[2] is None:
+            ranked = _rank_scan(bank, request, query, now, scan, await embedding, depth)
+            if ranked is None:
                 return None
-            timeline = parts[0]
-            self._timelines.put(timeline_key, timeline)
-            no_where: Callable[[], Sequence[ColumnElement[bool]]] = list  # unused: the timeline is known
-            ranked = await self._rerank(
-                None, tenant_id, bank, request, query, no_where, parts[1], parts[2], now, timeline, timeline_key
-            )
-            ranked = ranked[: request.top_k]
             picked = await reads.columns_by_ids(tenant_id=tenant_id, ids=[i for i, _, _ in ranked])
         return _ranked_response(ranked, picked, now)
 
@@ -1206,8 +1200,8 @@ class MemoryService:
         if timeline is None:
             gap = bank.retrieval_config.rerank_config().session_gap
             timeline = Timeline.build(zip(scan.ids, scan.times, strict=True), session_gap=gap)
-        similarities = zip(scan.ids, scan.similarity(vector), strict=True)
-        similar = sorted(((i, s) for i, s in similarities if s is not None), key=lambda p: -p[1])
+        similarities = zip(scan.ids, scan.similarity(vector).tolist(), strict=True)
+        similar = sorted(((i, s) for i, s in similarities if s == s), key=lambda p: -p[1])  # s != s: NaN
         keyword = sorted(
             ((i, k) for i, k in zip(scan.ids, scan.keyword, strict=True) if k is not None), key=lambda p: -p[1]
         )[:depth]
@@ -1823,6 +1817,47 @@ def _memory_from_columns(r: Any) -> Memory:
         revision_count=r["revision_count"], revision=r["revision"], is_deleted=r["is_deleted"],
         embedding_model=r["embedding_model"], valid_from=r["valid_from"], valid_to=r["valid_to"],
     )
+
+
+def _rank_scan(
+    bank: MemoryBank,
+    request: RetrieveRequest,
+    query: str,
+    now: datetime,
+    scan: ScopeScan,
+    vector: np.ndarray,
+    depth: int,
+) -> list[tuple[UUID, float, dict[str, float]]] | None:
+    """`hybrid` over a scope read whole (`_hybrid_pg`): the best `request.top_k` memories with their
+    score and its parts, as `MemoryService._rerank` ranks them, in arrays (`rerank_scope`); None when
+    the query has no lexeme (only stop words: the trigram fallback ranks)."""
+    keyword = np.array([np.nan if k is None else k for k in scan.keyword], dtype=np.float64)
+    matched = np.flatnonzero(~np.isnan(keyword))
+    if not len(matched) and not scan.has_words:
+        return None
+    hits = matched[np.argsort(-keyword[matched], kind="stable")[:depth]]
+    signal = np.zeros(len(keyword))  # the reranker sees the best `depth` keyword hits, as `_scan_parts` gives them
+    signal[hits] = keyword[hits]
+    similarity = scan.similarity(vector)
+    ranked = rerank_scope(
+        np.array([micros(t) for t in scan.times], dtype=np.int64), similarity, signal, hits,
+        windows=time_windows(query, now=now), config=bank.retrieval_config.rerank_config(),
+        limit=None if request.recency_weight else request.top_k,
+    )
+    raw_similarity = np.nan_to_num(similarity, nan=0.0).tolist()
+    raw_keyword = signal.tolist()
+    half_life = parse_duration(request.recency_half_life) if request.recency_weight else None
+    out = []
+    for r in ranked:
+        score = r.score
+        if half_life is not None:
+            score += request.recency_weight * recency_decay(scan.times[r.id], now=now, half_life=half_life)
+        scores = {"similarity": raw_similarity[r.id], "keyword": raw_keyword[r.id], "session": r.session,
+                  "time": r.time}
+        out.append((scan.ids[r.id], score, scores))
+    if half_life is not None:
+        out.sort(key=lambda t: -t[1])
+    return out[: request.top_k]
 
 
 def _ranked_response(

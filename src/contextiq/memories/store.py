@@ -94,20 +94,20 @@ class ScopeScan:
     keyword: list[float | None]
     has_words: bool  # False: the query has only stop words or symbols
 
-    def similarity(self, vector: np.ndarray) -> list[float | None]:
-        """Each memory's cosine similarity to `vector`, as pgvector's `1 - (a <=> b)` computes it
-        (None: no vector of the model, another dimension, or a zero vector)."""
+    def similarity(self, vector: np.ndarray) -> np.ndarray:
+        """Each memory's cosine similarity to `vector` (float64), as pgvector's `1 - (a <=> b)`
+        computes it (NaN: no vector of the model, another dimension, or a zero vector)."""
         return cosines(self.vectors, vector)
 
 
-def cosines(blobs: Sequence[bytes | None], vector: np.ndarray) -> list[float | None]:
-    """The cosine similarity of `vector` with each vector of `blobs`, pgvector's binary form
-    (`vector_send`: int16 dimension, int16 unused, then big-endian float4s); None where a blob is
-    missing, of another dimension or a zero vector."""
+def cosines(blobs: Sequence[bytes | None], vector: np.ndarray) -> np.ndarray:
+    """The cosine similarity (float64) of `vector` with each vector of `blobs`, pgvector's binary
+    form (`vector_send`: int16 dimension, int16 unused, then big-endian float4s); NaN where a blob is
+    missing, of another dimension or a zero vector, and everywhere for a zero `vector`."""
     query = np.asarray(vector, dtype=np.float64).ravel()
     size = 4 + 4 * len(query)
     usable = [i for i, b in enumerate(blobs) if b is not None and len(b) == size]
-    out: list[float | None] = [None] * len(blobs)
+    out = np.full(len(blobs), np.nan)
     query_norm = float(np.linalg.norm(query))
     if not usable or query_norm == 0.0:
         return out
@@ -116,9 +116,8 @@ def cosines(blobs: Sequence[bytes | None], vector: np.ndarray) -> list[float | N
     matrix = rows.reshape(len(usable), len(query) + 1)[:, 1:].astype(np.float64)
     norms = np.linalg.norm(matrix, axis=1)
     dots = matrix @ query
-    for i, dot, norm in zip(usable, dots.tolist(), norms.tolist(), strict=True):
-        if norm > 0.0:
-            out[i] = dot / (norm * query_norm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[usable] = np.where(norms > 0.0, dots / (norms * query_norm), np.nan)
     return out
 
 

@@ -63,6 +63,8 @@ _UNITS = {"day": 1, "week": 7, "month": 30, "year": 365}
 _NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "ten": 10}
 _AGO = re.compile(r"\b(?P<n>\d{1,3}|a|an|one|two|three|four|five|six|ten)\s+(?P<u>day|week|month|year)s?\s+ago\b", re.I)
 _RELATIVE = re.compile(r"\b(?P<w>yesterday|today|tonight|(?:last|this|past)\s+(?:week|month|year|weekend))\b", re.I)
+# What every pattern above needs (a year's digits, "ago", or a relative word): most queries have none.
+_MAY_NAME_A_TIME = re.compile(r"\d|ago|yesterday|today|tonight|week|month|year", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ def time_windows(query: str, *, now: datetime) -> list[TimeWindow]:
     A more precise match hides the less precise ones inside it ("14 June 2021" is one day, not also
     the year 2021). Relative expressions are resolved against `now` (calendar weeks start on Monday).
     """
+    if _MAY_NAME_A_TIME.search(query) is None:
+        return []
     now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     found: list[tuple[int, TimeWindow]] = []
     taken: list[tuple[int, int]] = []

@@ -46,7 +46,9 @@ __all__ = [
     "RerankConfig",
     "Timeline",
     "TimelineCache",
+    "micros",
     "rerank",
+    "rerank_scope",
     "scope_timeline",
 ]
 
@@ -243,24 +245,12 @@ def rerank(
         return []
     n = len(ids)
     sim = np.fromiter((similarity.get(i, np.nan) for i in ids), dtype=np.float64, count=n)
-    missing = np.isnan(sim)
-    sim[missing] = float(np.min(sim[~missing])) if not missing.all() else 0.0
     kw = np.fromiter((keyword.get(i, 0.0) for i in ids), dtype=np.float64, count=n)
-
+    positions: np.ndarray | None = None
     sessions = np.arange(-1, -n - 1, -1, dtype=np.int64)  # no timeline: every memory its own session
     if timeline is not None:
         positions = np.fromiter((timeline.position.get(i, -1) for i in ids), dtype=np.int64, count=n)
-        known = positions >= 0
-        sessions = np.where(known, [timeline.session.get(i, -1) for i in ids], sessions)
-        if config.radius and known.any():
-            sim = _with_neighbours(sim, positions, sessions, config)
-            kw = _with_neighbours(kw, positions, sessions, config)
-
-    fused = config.keyword_weight * _standardise(kw) + (1 - config.keyword_weight) * _standardise(sim)
-    session_part = np.zeros(n)
-    if timeline is not None and config.session_weight:
-        session_part = config.session_weight * _session_means(fused, sessions, max(config.session_top, 1))
-        session_part[sessions < 0] = 0.0
+        sessions = np.where(positions >= 0, [timeline.session.get(i, -1) for i in ids], sessions)
     time_part = np.zeros(n)
     if times is None and timeline is not None:
         times = timeline.time
@@ -269,19 +259,126 @@ def rerank(
             when = times.get(item)
             if when is not None and any(when in w for w in windows):
                 time_part[k] = config.time_weight
-    total = fused + session_part + time_part
-    order = np.argsort(-total, kind="stable")[: limit if limit is not None else n]
-    return [
-        Ranked(
-            id=ids[k],
-            score=float(total[k]),
-            similarity=float(sim[k]),
-            keyword=float(kw[k]),
-            session=float(session_part[k]),
-            time=float(time_part[k]),
-        )
-        for k in order.tolist()
-    ]
+    scored = _score(sim, kw, positions, sessions, time_part, config)
+    return scored.ranked(ids, limit)
+
+
+def rerank_scope(
+    times: np.ndarray,
+    similarity: np.ndarray,
+    keyword: np.ndarray,
+    hits: np.ndarray,
+    *,
+    windows: Sequence[TimeWindow] = (),
+    config: RerankConfig = DEFAULT_RERANK,
+    first: int = RERANK_DEPTH,
+    limit: int | None = None,
+) -> list[Ranked[int]]:
+    """`rerank` for a scope read whole, in arrays: the same ranking as `Timeline.build` over the
+    scope, then `rerank` of `Timeline.around` of the first-stage hits, without a dict per memory.
+
+    Every array is indexed by the memory's position in the scope's time order; the `Ranked.id` of
+    the result is that position.
+
+    Args:
+        times: each memory's time in integer microseconds since the epoch (`micros`), ascending.
+        similarity: cosine similarity to the query (NaN: the memory has no vector to compare).
+        keyword: the keyword score of each memory among `hits` (0 elsewhere).
+        hits: the keyword hits' positions, best first.
+        first: how many of the most similar memories become candidates (the cosine's hits).
+    """
+    n = len(times)
+    if n == 0:
+        return []
+    gap = config.session_gap // _MICROSECOND
+    sessions = np.zeros(n, dtype=np.int64)
+    sessions[1:] = np.cumsum(np.diff(times) > gap)
+    with_vector = np.flatnonzero(~np.isnan(similarity))
+    similar = with_vector[np.argsort(-similarity[with_vector], kind="stable")[:first]]
+    seeds = _first_occurrences(np.concatenate([similar, np.asarray(hits, dtype=np.int64)]))
+    candidates = seeds
+    radius = config.radius
+    if radius and len(seeds):
+        # As `Timeline.around`: each seed's neighbours at distance 1 (before, after), 2, … in its session.
+        steps = np.array([s for d in range(1, radius + 1) for s in (-d, d)], dtype=np.int64)
+        near = seeds[:, None] + steps[None, :]
+        inside = (near >= 0) & (near < n)
+        inside &= sessions[np.clip(near, 0, n - 1)] == sessions[seeds][:, None]
+        candidates = _first_occurrences(np.concatenate([seeds, near[inside]]))
+    if not len(candidates):
+        return []
+    time_part = np.zeros(len(candidates))
+    if windows and config.time_weight:
+        at = times[candidates]
+        inside_any = np.zeros(len(candidates), dtype=bool)
+        for w in windows:
+            inside_any |= (at >= micros(w.start)) & (at < micros(w.end))
+        time_part[inside_any] = config.time_weight
+    scored = _score(
+        similarity[candidates], keyword[candidates], candidates, sessions[candidates], time_part, config
+    )
+    return scored.ranked(candidates.tolist(), limit)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(when: datetime) -> int:
+    """`when` in whole microseconds since the epoch (naive: UTC), exactly (no float rounding)."""
+    moment = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _first_occurrences(values: np.ndarray) -> np.ndarray:
+    """`values` without repeats, each kept where it first occurs."""
+    _, first = np.unique(values, return_index=True)
+    return values[np.sort(first)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    total: np.ndarray
+    similarity: np.ndarray
+    keyword: np.ndarray
+    session: np.ndarray
+    time: np.ndarray
+
+    def ranked(self, ids: Sequence[K], limit: int | None) -> list[Ranked[K]]:
+        order = np.argsort(-self.total, kind="stable")[: limit if limit is not None else len(ids)]
+        total, sim, kw = self.total.tolist(), self.similarity.tolist(), self.keyword.tolist()
+        session, when = self.session.tolist(), self.time.tolist()
+        return [
+            Ranked(id=ids[k], score=total[k], similarity=sim[k], keyword=kw[k], session=session[k], time=when[k])
+            for k in order.tolist()
+        ]
+
+
+def _score(
+    sim: np.ndarray,
+    kw: np.ndarray,
+    positions: np.ndarray | None,
+    sessions: np.ndarray,
+    time_part: np.ndarray,
+    config: RerankConfig,
+) -> _Scored:
+    """The reranker's scores of candidates given as arrays (`positions`: in the timeline, -1 where
+    unknown, None without a timeline; `sessions`: negative where unknown)."""
+    n = len(sim)
+    sim = sim.copy()
+    missing = np.isnan(sim)
+    sim[missing] = float(np.min(sim[~missing])) if not missing.all() else 0.0
+    if positions is not None:
+        known = positions >= 0
+        if config.radius and known.any():
+            sim = _with_neighbours(sim, positions, sessions, config)
+            kw = _with_neighbours(kw, positions, sessions, config)
+    fused = config.keyword_weight * _standardise(kw) + (1 - config.keyword_weight) * _standardise(sim)
+    session_part = np.zeros(n)
+    if positions is not None and config.session_weight:
+        session_part = config.session_weight * _session_means(fused, sessions, max(config.session_top, 1))
+        session_part[sessions < 0] = 0.0
+    return _Scored(fused + session_part + time_part, sim, kw, session_part, time_part)
 
 
 def _with_neighbours(
