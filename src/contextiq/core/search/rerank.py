@@ -25,6 +25,7 @@ held out; the ablation is in `docs/retrieval.md`.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -368,11 +369,8 @@ def _score(
     sim = sim.copy()
     missing = np.isnan(sim)
     sim[missing] = float(np.min(sim[~missing])) if not missing.all() else 0.0
-    if positions is not None:
-        known = positions >= 0
-        if config.radius and known.any():
-            sim = _with_neighbours(sim, positions, sessions, config)
-            kw = _with_neighbours(kw, positions, sessions, config)
+    if positions is not None and config.radius and (positions >= 0).any():
+        sim, kw = _with_neighbours(np.stack([sim, kw]), positions, sessions, config)
     fused = config.keyword_weight * _standardise(kw) + (1 - config.keyword_weight) * _standardise(sim)
     session_part = np.zeros(n)
     if positions is not None and config.session_weight:
@@ -386,45 +384,49 @@ def _with_neighbours(
 ) -> np.ndarray:
     """Add to each value `neighbour_weight` × its best decayed neighbour's margin over the lowest value.
 
-    Neighbours are looked up by timeline position among the candidates; one that is not a candidate
-    counts as the lowest value (no gain).
+    `values` holds one signal per row (the candidates in columns). Neighbours are looked up by
+    timeline position among the candidates; one that is not a candidate counts as the lowest value
+    (no gain).
     """
-    floor = float(values.min())
+    floor = values.min(axis=1, keepdims=True)
     known = positions >= 0
+    at = positions[known] + config.radius
+    own = sessions[known]
     size = int(positions.max()) + 1 + 2 * config.radius
-    offset = config.radius
-    margin = np.zeros(size)
+    margin = np.zeros((len(values), size))
     session_at = np.full(size, np.iinfo(np.int64).min, dtype=np.int64)
-    margin[positions[known] + offset] = values[known] - floor
-    session_at[positions[known] + offset] = sessions[known]
-    best = np.zeros(len(values))
-    at = positions[known] + offset
+    margin[:, at] = values[:, known] - floor
+    session_at[at] = own
+    best = np.zeros((len(values), len(at)))
     for distance, decay in enumerate(config.neighbour_decay, start=1):
         for step in (-distance, distance):
-            same = session_at[at + step] == sessions[known]
-            gain = np.where(same, decay * margin[at + step], 0.0)
-            best[known] = np.maximum(best[known], gain)
-    return values + config.neighbour_weight * best
+            gain = np.where(session_at[at + step] == own, decay * margin[:, at + step], 0.0)
+            np.maximum(best, gain, out=best)
+    out = values.copy()
+    out[:, known] = values[:, known] + config.neighbour_weight * best
+    return out
 
 
 def _session_means(fused: np.ndarray, sessions: np.ndarray, top: int) -> np.ndarray:
     """Return, for each candidate, the mean of the `top` best fused scores of its session's candidates."""
-    order = np.lexsort((-fused, sessions))
+    order = np.lexsort((-fused, sessions))  # by session, best first within each
     grouped = sessions[order]
-    starts = np.r_[0, np.flatnonzero(grouped[1:] != grouped[:-1]) + 1]
-    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    _, group = np.unique(sessions, return_inverse=True)
-    keep = np.zeros(len(fused), dtype=bool)
-    keep[order[rank < top]] = True
-    sums = np.bincount(group, weights=np.where(keep, fused, 0.0))
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = grouped[1:] != grouped[:-1]
+    group = np.cumsum(new) - 1  # of each sorted candidate
+    rank = np.arange(len(order)) - np.flatnonzero(new)[group]
+    keep = rank < top
+    sums = np.bincount(group, weights=np.where(keep, fused[order], 0.0))
     counts = np.bincount(group, weights=keep.astype(np.float64))
-    means: np.ndarray = sums / np.maximum(counts, 1.0)
-    return means[group]
+    means = np.empty(len(fused))
+    means[order] = (sums / np.maximum(counts, 1.0))[group]
+    return means
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:
     """Return z-scores (0 everywhere when all values are equal)."""
-    spread = float(values.std())
+    deviations = values - values.mean()
+    spread = math.sqrt(float((deviations * deviations).mean()))  # values.std(), without its overhead
     if spread <= 1e-12:
         return np.zeros(len(values))
-    return (values - float(values.mean())) / spread
+    return deviations / spread
