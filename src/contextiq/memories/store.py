@@ -33,8 +33,12 @@ from contextiq.core.search.keyword import (
     BM25_B,
     BM25_K1,
     BM25_MATCH_CAP,
+    MEMORY_TS_CONFIG,
+    STOP_STEMS,
+    STOPWORDS,
     TextCollection,
     keyword_search,
+    sql_text_array,
     tsquery_text,
 )
 from contextiq.core.types import JSON
@@ -129,6 +133,12 @@ _SCOPE_FILTERS = """m.tenant_id = :tenant_id AND m.bank_id = :bank_id AND m.scop
       AND (CAST(:after AS timestamptz) IS NULL OR m.event_time >= CAST(:after AS timestamptz))
       AND (CAST(:before AS timestamptz) IS NULL OR m.event_time < CAST(:before AS timestamptz))"""
 
+# The query's lexemes as memories' `fact_fts` holds them (migration 0008): stemmed by
+# `MEMORY_TS_CONFIG`, our stop words' stems deleted.
+_QUERY_LEXEMES = (
+    f"tsvector_to_array(ts_delete(to_tsvector('{MEMORY_TS_CONFIG}', :query_text), {sql_text_array(STOP_STEMS)}))"
+)
+
 # Okapi BM25 over the rows of a `matched` CTE (id, doc tsvector), given a `q` CTE (query, lexemes),
 # the corpus size `{n}` and the CTE whose documents give the average length `{corpus}`: the same
 # formula as core/search/keyword.py. Yields `kw` (id, score).
@@ -166,8 +176,8 @@ WITH scope AS MATERIALIZED (
     LIMIT :cap
 ),
 q AS MATERIALIZED (  -- the query, parsed once (not once per row)
-    SELECT CASE WHEN :has_words THEN to_tsquery('english', :tsquery) END AS query,
-           tsvector_to_array(to_tsvector('english', :query_text)) AS lexemes
+    SELECT CASE WHEN :has_words THEN to_tsquery('{MEMORY_TS_CONFIG}', :tsquery) END AS query,
+           {_QUERY_LEXEMES} AS lexemes
 ),
 matched AS (
     SELECT s.id, s.doc FROM scope s, q WHERE s.doc @@ q.query
@@ -208,8 +218,8 @@ LIMIT :limit
 PG_KEYWORD = PlainStatement(
     f"""
 WITH q AS MATERIALIZED (
-    SELECT to_tsquery('english', :tsquery) AS query,
-           tsvector_to_array(to_tsvector('english', :query_text)) AS lexemes
+    SELECT to_tsquery('{MEMORY_TS_CONFIG}', :tsquery) AS query,
+           {_QUERY_LEXEMES} AS lexemes
 ),
 matched AS MATERIALIZED (
     SELECT m.id, m.fact_fts AS doc FROM memories m, q
@@ -238,7 +248,7 @@ class PgRetrieval:
         one) and its BM25 score for `query` (None when it matches no word), and whether the query
         has a lexeme (False: only stop words or symbols); None when more than `cap` memories match.
         """
-        text_query = tsquery_text(query)
+        text_query = tsquery_text(query, stop_words=STOPWORDS)
         params = {
             **scope.params(),
             "model": model,
@@ -273,7 +283,7 @@ class PgRetrieval:
     async def keyword_rows(self, scope: ScopeRead, *, query: str, limit: int) -> list[Any] | None:
         """Return the `limit` memories of `scope` best matching `query` by BM25, whole, with their
         `score` (PostgreSQL, one statement: `PG_KEYWORD`); None when the query has no word at all."""
-        text_query = tsquery_text(query)
+        text_query = tsquery_text(query, stop_words=STOPWORDS)
         if text_query is None:
             return None
         params = {
@@ -295,8 +305,10 @@ MEMORY_TEXT = TextCollection(
     id_column="id",
     text_column="fact",
     fts_table=FTS_TABLE,
-    tsvector_column="fact_fts",  # migration 0006
+    tsvector_column="fact_fts",  # migrations 0006, 0008
     fts_partition=("tenant_id", "bank_id", "scope_key"),  # migration 0007
+    ts_config=MEMORY_TS_CONFIG,  # migration 0008
+    stop_words=STOPWORDS,
 )
 VECTOR_COLLECTION = "memories"
 

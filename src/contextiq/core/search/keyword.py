@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import Stemmer
 from sqlalchemy import (
     ColumnElement,
     Float,
@@ -40,13 +41,16 @@ from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = [
+    "MEMORY_TS_CONFIG",
     "STOPWORDS",
+    "STOP_STEMS",
     "TextCollection",
     "fts5_match",
     "keyword_search",
     "parse_web_query",
     "postgres_text_index_ddl",
     "query_terms",
+    "sql_text_array",
     "sqlite_fts5_ddl",
     "sqlite_fts5_drop_ddl",
     "sqlite_fts5_partitioned_ddl",
@@ -67,6 +71,19 @@ BM25_K1 = 1.2
 BM25_B = 0.75
 #: Matching rows that BM25 scores on PostgreSQL (the best by `ts_rank_cd` when more match).
 BM25_MATCH_CAP = 2000
+#: PostgreSQL's text search configuration for memories (migration 0008): `english`'s parser and
+#: Snowball stems without `english`'s stop list and without whole hyphenated compounds (their parts
+#: are indexed), so that with `STOP_STEMS` deleted it analyses text as `core/search/terms.py` does.
+MEMORY_TS_CONFIG = "contextiq_english"
+#: The Snowball stems of `STOPWORDS` (those that are one word: the parsers split `i'm`), deleted from
+#: memories' tsvectors (`ts_delete`). Migration 0008 stores them in `fact_fts`'s expression: a change
+#: here needs a migration (a test compares them).
+STOP_STEMS = tuple(sorted(set(Stemmer.Stemmer("english").stemWords(sorted(w for w in STOPWORDS if WORD.fullmatch(w))))))
+
+
+def sql_text_array(values: Sequence[str]) -> str:
+    """`values` as a PostgreSQL `text[]` literal expression (`ARRAY['a','b']::text[]`)."""
+    return "ARRAY[" + ",".join("'" + v.replace("'", "''") + "'" for v in values) + "]::text[]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +91,10 @@ class TextCollection:
     """A table with a searchable text column.
 
     `fts_table` is its SQLite FTS5 companion (rowid-aligned); `tsvector_column` a stored
-    `to_tsvector('english', text)` column on PostgreSQL, made by a migration and not in the table's
-    metadata (None: the tsvector is computed at query time).
+    `to_tsvector(ts_config, text)` column on PostgreSQL, made by a migration and not in the table's
+    metadata (None: the tsvector is computed at query time). `stop_words`: words that the stored
+    tsvector lacks although `ts_config` keeps them (their stems deleted by the migration); queries
+    drop them too.
     """
 
     table: Table
@@ -84,6 +103,8 @@ class TextCollection:
     fts_table: str
     tsvector_column: str | None = None
     fts_partition: tuple[str, ...] = ()
+    ts_config: str = "english"
+    stop_words: frozenset[str] = frozenset()
 
     def partition_token(self, values: Mapping[str, Any]) -> str:
         """The single FTS5 token that stands for a partition (`sqlite_fts5_partitioned_ddl`).
@@ -98,7 +119,14 @@ class TextCollection:
         """The rows' tsvector on PostgreSQL: the stored column, or the expression it stores."""
         if self.tsvector_column is not None:
             return literal_column(f"{self.table.name}.{self.tsvector_column}", type_=TSVECTOR)
-        return func.to_tsvector(literal_column("'english'"), self.table.c[self.text_column])
+        return func.to_tsvector(literal_column(f"'{self.ts_config}'"), self.table.c[self.text_column])
+
+    def query_lexemes(self, query: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The lexemes of `query` (a text expression) as the stored tsvectors hold them: a text array."""
+        vector = func.to_tsvector(literal_column(f"'{self.ts_config}'"), query)
+        if self.stop_words:
+            vector = func.ts_delete(vector, literal_column(sql_text_array(STOP_STEMS)))
+        return func.tsvector_to_array(vector)
 
 
 def query_terms(query: str) -> list[str]:
@@ -136,15 +164,16 @@ async def _postgres(
 ) -> list[tuple[Any, float]]:
     column = c.table.c[c.text_column]
     ident = c.table.c[c.id_column]
-    english: ColumnElement[Any] = literal_column("'english'")
-    text = tsquery_text(query)
-    if text is None:
-        return []
-    # A scalar subquery: parsed once per statement, not once per row.
-    tsquery = select(func.to_tsquery(english, bindparam("keyword_query", text))).scalar_subquery()
-    found = await _postgres_bm25(session, c, query, tsquery, where, limit)
-    if found or await session.scalar(select(func.numnode(tsquery))):
-        return found
+    config: ColumnElement[Any] = literal_column(f"'{c.ts_config}'")
+    text = tsquery_text(query, stop_words=c.stop_words)
+    if text is None and not (c.stop_words and parse_web_query(query)[0]):
+        return []  # no word at all (a query of only stop words falls back to trigrams below)
+    if text is not None:
+        # A scalar subquery: parsed once per statement, not once per row.
+        tsquery = select(func.to_tsquery(config, bindparam("keyword_query", text))).scalar_subquery()
+        found = await _postgres_bm25(session, c, query, tsquery, where, limit)
+        if found or await session.scalar(select(func.numnode(tsquery))):
+            return found
     # Only stop words or symbols (the query has no lexeme): trigram similarity (pg_trgm).
     similarity = func.similarity(column, bindparam("keyword_text", query))
     stmt = (
@@ -173,7 +202,6 @@ async def _postgres_bm25(
     `where` selects and the average length is taken over the matching rows.
     """
     ident = c.table.c[c.id_column]
-    english: ColumnElement[Any] = literal_column("'english'")
     document = c.tsvector()
     matched = (
         select(ident.label("id"), document.label("doc"))
@@ -183,9 +211,7 @@ async def _postgres_bm25(
         .cte("matched")
     )
     unnested = func.unnest(matched.c.doc).table_valued("lexeme", "positions", "weights").lateral("u")
-    lexemes = select(
-        func.unnest(func.tsvector_to_array(func.to_tsvector(english, bindparam("keyword_text", query))))
-    )
+    lexemes = select(func.unnest(c.query_lexemes(bindparam("keyword_text", query))))
     postings = (
         select(
             matched.c.id,
@@ -290,22 +316,38 @@ def fts5_match(query: str) -> str | None:
     return expression
 
 
-def tsquery_text(query: str) -> str | None:
+def tsquery_text(query: str, *, stop_words: frozenset[str] = frozenset()) -> str | None:
     """Translate a web-search style query into `to_tsquery` input (None: nothing to match).
 
     Wanted words and phrases (`<->`) are ORed, unwanted ones ANDed out: `(a | b | c <-> d) & !(e)`.
-    `to_tsquery('english', …)` stems the words and drops its stop words.
+    `to_tsquery` stems the words (and drops its configuration's stop words). Words of `stop_words`
+    are dropped here, for a configuration that keeps them: a phrase keeps their places
+    (`'bread' <2> 'butter'`), and a group of only stop words goes.
     """
     wanted, unwanted = parse_web_query(query)
-    if not wanted:
+
+    def group(words: list[str]) -> str | None:
+        parts: list[str] = []
+        distance = 0
+        for word in words:
+            distance += 1
+            if word in stop_words:
+                continue
+            if parts:
+                parts.append("<->" if distance == 1 else f"<{distance}>")
+            parts.append(f"'{word}'")
+            distance = 0
+        if not parts:
+            return None
+        return f"({' '.join(parts)})" if len(parts) > 1 else parts[0]
+
+    wanted_text = [g for g in map(group, wanted) if g is not None]
+    if not wanted_text:
         return None
-
-    def group(words: list[str]) -> str:
-        return "(" + " <-> ".join(f"'{w}'" for w in words) + ")" if len(words) > 1 else f"'{words[0]}'"
-
-    text = " | ".join(group(w) for w in wanted)
-    if unwanted:
-        text = f"({text}) & !({' | '.join(group(w) for w in unwanted)})"
+    text = " | ".join(wanted_text)
+    unwanted_text = [g for g in map(group, unwanted) if g is not None]
+    if unwanted_text:
+        text = f"({text}) & !({' | '.join(unwanted_text)})"
     return text
 
 

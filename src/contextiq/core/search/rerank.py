@@ -425,8 +425,9 @@ def _session_means(fused: np.ndarray, sessions: np.ndarray, top: int) -> np.ndar
 
 def _standardise(values: np.ndarray) -> np.ndarray:
     """Return z-scores (0 everywhere when all values are equal)."""
-    deviations = values - values.mean()
+    deviations: np.ndarray = values - values.mean()
     spread = math.sqrt(float((deviations * deviations).mean()))  # values.std(), without its overhead
     if spread <= 1e-12:
         return np.zeros(len(values))
-    return deviations / spread
+    scores: np.ndarray = deviations / spread
+    return scores

@@ -1,0 +1,105 @@
+"""PostgreSQL analyses memories as SQLite's scoped index does (migration 0008, `contextiq_english`):
+our stop list, Snowball stems, hyphenated compounds as their parts."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from contextiq.core.search.keyword import STOP_STEMS, STOPWORDS, WORD, tsquery_text
+from contextiq.core.search.terms import analyse
+from contextiq.runtime import Runtime
+from tests.conftest import Tenant, make_settings, new_tenant
+
+MIGRATION = Path(__file__).parents[3] / "src/contextiq/migrations/versions/0008_memory_text_config.py"
+
+TEXTS = [
+    "A dairy-free cake, all of it's over there.",
+    "Caroline went to the LGBTQ support group yesterday and felt really welcomed.",
+    "Melanie: I'm swamped with the kids & work. What's up with you? Anything new?",
+    "We painted a sunrise over the lake last summer; the kids loved it.",
+    "Out here, nobody cares about the well-known 3-day rule.",
+]
+
+
+def _migration_stems() -> tuple[str, ...]:
+    spec = importlib.util.spec_from_file_location("migration_0008", MIGRATION)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tuple(module.STOP_STEMS)
+
+
+def test_the_migration_deletes_the_stems_of_todays_stop_words() -> None:
+    # A changed STOPWORDS needs a new migration that regenerates `fact_fts` with the new stems.
+    assert _migration_stems() == STOP_STEMS
+    assert "the" in STOP_STEMS and "all" not in STOP_STEMS and "s" not in STOP_STEMS
+
+
+def test_tsquery_text_drops_stop_words_and_keeps_their_places_in_phrases() -> None:
+    assert tsquery_text("what about the dog", stop_words=STOPWORDS) == "'dog'"
+    assert tsquery_text("what about the dog") == "'what' | 'about' | 'the' | 'dog'"
+    assert tsquery_text('"bread and butter" cake', stop_words=STOPWORDS) == "('bread' <2> 'butter') | 'cake'"
+    assert tsquery_text('"the cat" -"the" -dog', stop_words=STOPWORDS) == "('cat') & !('dog')"
+    assert tsquery_text("to be or not", stop_words=STOPWORDS) is None
+
+
+@pytest.mark.postgres
+async def test_postgres_fact_tsvectors_hold_the_terms_of_sqlites_analysis(postgres_url: str, tmp_path: Path) -> None:
+    runtime = Runtime(make_settings(tmp_path, postgres_url))
+    try:
+        async with runtime.db.read() as db:
+            conn = await db.connection()
+            for text in TEXTS:
+                lexemes = (
+                    await conn.exec_driver_sql(
+                        "SELECT tsvector_to_array(ts_delete(to_tsvector('contextiq_english', $1), $2::text[]))",
+                        (text, list(STOP_STEMS)),
+                    )
+                ).scalar_one()
+                assert set(lexemes) == set(analyse(text)), text
+            for word in sorted(w for w in STOPWORDS if WORD.fullmatch(w)):
+                stem = (await conn.exec_driver_sql("SELECT ts_lexize('contextiq_stem', $1)", (word,))).scalar_one()
+                assert stem is not None and stem[0] in STOP_STEMS, word
+    finally:
+        await runtime.aclose()
+
+
+@pytest.mark.postgres
+async def test_postgres_keyword_retrieval_reads_compounds_phrases_and_stop_words(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from contextiq.memories.models import MemoryCreate, RetrieveRequest
+
+    runtime = Runtime(make_settings(tmp_path, postgres_url))
+    try:
+        tenant: Tenant = await new_tenant(runtime)
+        scope = {"user_id": "u-text"}
+        made = {}
+        for text in ("I bake a dairy-free cake every Sunday.", "I love bread and butter.", "Butter and bread, never."):
+            memory = await runtime.memories.create_memory(
+                tenant_id=tenant.id, data=MemoryCreate(scope=scope, fact=text, topic="USER_PREFERENCES")
+            )
+            made[text] = memory.id
+
+        async def keyword(query: str) -> list[str]:
+            found = await runtime.memories.retrieve_memories(
+                tenant_id=tenant.id, request=RetrieveRequest(scope=scope, query=query, mode="keyword", top_k=5)
+            )
+            return [r.memory.fact for r in found.memories]
+
+        assert await keyword("dairy free") == ["I bake a dairy-free cake every Sunday."]
+        assert await keyword("dairy-free") == ["I bake a dairy-free cake every Sunday."]
+        assert await keyword('"bread and butter"') == ["I love bread and butter."]
+        assert set(await keyword("bread butter")) == {"I love bread and butter.", "Butter and bread, never."}
+        # Only stop words: no lexeme, the trigram fallback still answers.
+        assert set(await keyword("and the")) == {"I love bread and butter.", "Butter and bread, never."}
+        for mode in ("keyword", "hybrid"):
+            found = await runtime.memories.retrieve_memories(
+                tenant_id=tenant.id, request=RetrieveRequest(scope=scope, query="Sunday cake", mode=mode, top_k=1)
+            )
+            assert [r.memory.id for r in found.memories] == [made["I bake a dairy-free cake every Sunday."]], mode
+    finally:
+        await runtime.aclose()
