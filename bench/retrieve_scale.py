@@ -448,8 +448,12 @@ def server_env(url: str, data_dir: Path) -> dict[str, str]:
     """The server's settings as CONTEXTIQ_* variables (what every uvicorn worker process reads).
 
     The schema is already at head (this script's own Runtime migrated it), so the workers only check it.
+    Of the caller's CONTEXTIQ_* variables only the embedding settings pass, as they reach the
+    in-process Runtime too.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTEXTIQ_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CONTEXTIQ_") or k.startswith("CONTEXTIQ_EMBEDDINGS_")
+    }
     env.update(
         PYTHONPATH=os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p),
         CONTEXTIQ_DATABASE_URL=url,

@@ -88,6 +88,7 @@ class Runtime:
                 api_key=s.embeddings_api_key.get_secret_value() if s.embeddings_api_key else None,
                 model=s.embeddings_model,
                 threads=s.embeddings_threads,
+                query_workers=s.embeddings_query_workers,
             )
         return self._embeddings
 

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     embeddings_api_key: SecretStr | None = None
     embeddings_model: str | None = None
     embeddings_threads: int = Field(1, ge=1, le=64)
+    embeddings_query_workers: int = Field(
+        1, ge=1, le=2, description="Threads of the local model that batch concurrent queries together"
+    )
     embeddings_preload: bool = Field(
         True, description="Load the local model when the server starts, not on the first request"
     )

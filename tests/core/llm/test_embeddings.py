@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import json
@@ -591,3 +592,18 @@ async def test_idle_coalescing_workers_exit_and_come_back(monkeypatch: pytest.Mo
     again = await provider.embed(["a short text"])
     np.testing.assert_array_equal(first, again)
     await provider.aclose()
+
+
+async def test_query_workers_bound_the_coalescing_threads() -> None:
+    one = LocalMiniLMProvider(max_concurrency=2)  # the default: one coalescing worker
+    two = LocalMiniLMProvider(max_concurrency=2, query_workers=2)
+    texts = [f"query number {k}" for k in range(12)]
+    got_one = await asyncio.gather(*(one.embed([t]) for t in texts))
+    got_two = await asyncio.gather(*(two.embed([t]) for t in texts))
+    assert one._workers == 1 and two._workers == 2  # workers stay a while after their last job
+    for a, b in zip(got_one, got_two, strict=True):
+        np.testing.assert_array_equal(a, b)  # a text's vector does not depend on its batch
+    with pytest.raises(ValueError, match="query_workers"):
+        LocalMiniLMProvider(max_concurrency=1, query_workers=2)
+    await one.aclose()
+    await two.aclose()

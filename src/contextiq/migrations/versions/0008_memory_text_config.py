@@ -26,7 +26,7 @@ Dropping only the compounds changed nothing (0.768).
 fails if `STOPWORDS` changes without a migration that follows it.
 
 Re-adding a stored generated column rewrites `memories` under an exclusive lock: on a large table,
-run the upgrade in a maintenance window (about a minute per million memories on the bench machine).
+run the upgrade in a maintenance window (about 35 s for a million memories on the 2-core bench machine).
 """
 
 from __future__ import annotations

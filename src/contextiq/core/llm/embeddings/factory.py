@@ -22,6 +22,7 @@ def make_embedding_provider(
     api_key: str | None = None,
     model: str | None = None,
     threads: int = 1,
+    query_workers: int = 1,
     cache_size: int = 10000,
     dimension: int | None = None,
 ) -> EmbeddingProvider:
@@ -37,6 +38,8 @@ def make_embedding_provider(
         model: Model name; ``None`` picks the provider's default. ``"local"``
             only accepts its own model (``all-MiniLM-L6-v2``).
         threads: onnxruntime intra-op threads for ``"local"``.
+        query_workers: threads that coalesce concurrent queries into shared
+            inferences for ``"local"`` (1 or 2).
         cache_size: Entries of the in-process LRU cache put in front of the
             provider; ``0`` for no cache.
         dimension: Expected vector length for ``"openai"``; ``None`` learns it.
@@ -62,7 +65,7 @@ def make_embedding_provider(
             )
         from contextiq.core.llm.embeddings.local import LocalMiniLMProvider
 
-        inner = LocalMiniLMProvider(threads=threads)
+        inner = LocalMiniLMProvider(threads=threads, query_workers=query_workers)
     elif provider == "openai":
         if not base_url:
             raise ValueError(

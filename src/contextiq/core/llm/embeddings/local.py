@@ -522,7 +522,7 @@ class LocalMiniLMProvider(EmbeddingProvider):
     in input order. Texts longer than ``max_tokens`` are truncated.
 
     Small inputs (fewer than ``batch_size`` texts, such as a query) are
-    coalesced: they queue for ``max_concurrency`` worker threads, and a worker
+    coalesced: they queue for ``query_workers`` worker threads, and a worker
     that becomes free embeds everything queued (up to ``batch_size`` texts) in
     one inference. A lone call starts at once; under concurrent load, calls
     share inferences, which costs less per text than one inference each and
@@ -541,6 +541,12 @@ class LocalMiniLMProvider(EmbeddingProvider):
         max_concurrency: Inferences allowed to run at the same time across
             all callers of this provider (more callers wait for a slot); a
             large input is also split into this many slices run at once.
+        query_workers: Threads that coalesce small inputs (default 1, at
+            most ``max_concurrency``). One worker batches more queries per
+            inference under load and leaves the other core to the event
+            loop and the database: on the 2-core bench machine, `hybrid`
+            retrieval with 8 concurrent callers ran 16-18% faster with one
+            worker than with two (docs/benchmarks.md).
         model_path: Use this ``model.onnx`` instead of the installed one (it
             must still match :data:`MODEL_SHA256`).
         tokenizer_path: Use this ``tokenizer.json`` instead of the installed
@@ -555,6 +561,7 @@ class LocalMiniLMProvider(EmbeddingProvider):
         batch_size: int = 64,
         max_tokens: int = MAX_TOKENS,
         max_concurrency: int = 2,
+        query_workers: int = 1,
         model_path: str | os.PathLike[str] | None = None,
         tokenizer_path: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -568,6 +575,8 @@ class LocalMiniLMProvider(EmbeddingProvider):
             raise ValueError(f"max_tokens must be between 2 and {_MAX_POSITIONS}, got {max_tokens}")
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if not 1 <= query_workers <= max_concurrency:
+            raise ValueError(f"query_workers must be between 1 and max_concurrency, got {query_workers}")
         self.model = MODEL_NAME
         self.dimension = DIMENSION
         self.precision: Precision = precision
@@ -580,6 +589,7 @@ class LocalMiniLMProvider(EmbeddingProvider):
         self._load_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._parallel = max_concurrency
+        self._query_workers = query_workers
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._workers = 0
         self._workers_lock = threading.Lock()
@@ -622,7 +632,7 @@ class LocalMiniLMProvider(EmbeddingProvider):
         future: asyncio.Future[VectorBatch] = loop.create_future()
         self._queue.put(_Job(items, loop, future))
         with self._workers_lock:  # after the put: an exiting worker re-checks the queue under this lock
-            while self._workers < self._parallel:
+            while self._workers < self._query_workers:
                 self._workers += 1
                 threading.Thread(target=self._work, name="contextiq-embed", daemon=True).start()
         return await future
