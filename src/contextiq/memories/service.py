@@ -1001,9 +1001,12 @@ class MemoryService:
 
         # The query is embedded (in a worker thread) while the keyword search runs.
         embedding = asyncio.ensure_future(self.embeddings.embed_one(query)) if request.mode != "keyword" else None
-        if hybrid and embedding is not None and self._db.is_postgres:
+        if hybrid and embedding is not None:
             try:
-                answered = await self._hybrid_pg(tenant_id, bank, request, query, now, depth, embedding)
+                if self._db.is_postgres:
+                    answered = await self._hybrid_pg(tenant_id, bank, request, query, now, depth, embedding)
+                else:
+                    answered = await self._hybrid_sqlite(tenant_id, bank, request, query, now, depth, embedding, where)
             except BaseException:
                 embedding.cancel()
                 raise
@@ -1172,6 +1175,65 @@ class MemoryService:
                 return None
             picked = await reads.columns_by_ids(tenant_id=tenant_id, ids=[i for i, _, _ in ranked])
         return _ranked_response(ranked, picked, now)
+
+    async def _hybrid_sqlite(
+        self,
+        tenant_id: UUID,
+        bank: MemoryBank,
+        request: RetrieveRequest,
+        query: str,
+        now: datetime,
+        depth: int,
+        embedding: asyncio.Future[np.ndarray],
+        where: Callable[[], Sequence[ColumnElement[bool]]],
+    ) -> RetrieveResponse | None:
+        """`hybrid` on SQLite for a scope of at most `SCOPE_SCAN_CAP` memories: one read of the scope
+        (time order, vectors, and the texts when its `TermIndex` is not cached) while the query is
+        embedded, BM25 from the scope's `TermIndex`, ranked in arrays (`_rank_scope`), then the
+        winners read whole.
+
+        None: the general path answers (a big scope; a query that the term index does not answer,
+        which FTS5 ranks: phrases, `-word`, only stop words; a confidence boost).
+        """
+        if not self._scans_scope or request.confidence_weight or self._is_big_scope(tenant_id, bank, request):
+            return None
+        wanted, unwanted = parse_web_query(query)
+        if unwanted or any(len(group) > 1 for group in wanted) or not analyse(query):
+            return None
+        _, key = await self._cached_timeline(tenant_id, bank, request)  # the key of the scope's generation
+        async with self._db.read() as db:
+            store = MemoryStore(db)
+            index = self._term_indexes.get(key)
+            rows = await store.scope_rows(where=where(), cap=SCOPE_SCAN_CAP, with_text=index is None)
+            if rows is None:
+                self._mark_big_scope(tenant_id, bank, request)
+                return None
+            if index is None:
+                index = TermIndex.build([(r.id, r.fact or "") for r in rows])
+                self._term_indexes.put(key, index)
+            vector = np.asarray(await embedding)
+            model = self.embeddings.model
+            similarity = np.full(len(rows), np.nan)
+            usable = [k for k, r in enumerate(rows) if r.embedding is not None and r.embedding_model == model
+                      and len(r.embedding) == len(vector)]
+            if usable:
+                similarity[usable] = np.stack([rows[k].embedding for k in usable]) @ vector  # type: ignore[misc]
+            position = {r.id: k for k, r in enumerate(rows)}
+            matched = sorted(
+                ((position[i], score) for i, score in index.score(query).items() if i in position),
+                key=lambda p: -p[1],
+            )[:depth]
+            ranked = _rank_scope(
+                bank, request, query, now, ids=[r.id for r in rows], times=[r.time for r in rows],
+                similarity=similarity, hits=np.array([k for k, _ in matched], dtype=np.int64),
+                hit_scores=np.array([v for _, v in matched], dtype=np.float64),
+            )
+            found = await store.get_many(tenant_id=tenant_id, ids=[i for i, _, _ in ranked], embedding=False)
+        live = {r.id: r for r in found if not r.is_deleted and not _expired(r, now)}
+        return RetrieveResponse(memories=[
+            RetrievedMemory(memory=memory_model(live[i]), score=score, scores=scores)
+            for i, score, scores in ranked if i in live
+        ])
 
     async def _read_scope(
         self,
@@ -1828,33 +1890,57 @@ def _rank_scan(
     vector: np.ndarray,
     depth: int,
 ) -> list[tuple[UUID, float, dict[str, float]]] | None:
-    """`hybrid` over a scope read whole (`_hybrid_pg`): the best `request.top_k` memories with their
-    score and its parts, as `MemoryService._rerank` ranks them, in arrays (`rerank_scope`); None when
-    the query has no lexeme (only stop words: the trigram fallback ranks)."""
+    """`hybrid` over a PostgreSQL scope scan (`_hybrid_pg`): `_rank_scope` of its BM25 scores and
+    cosines; None when the query has no lexeme (only stop words: the trigram fallback ranks)."""
     keyword = np.array([np.nan if k is None else k for k in scan.keyword], dtype=np.float64)
     matched = np.flatnonzero(~np.isnan(keyword))
     if not len(matched) and not scan.has_words:
         return None
     hits = matched[np.argsort(-keyword[matched], kind="stable")[:depth]]
-    signal = np.zeros(len(keyword))  # the reranker sees the best `depth` keyword hits, as `_scan_parts` gives them
-    signal[hits] = keyword[hits]
-    similarity = scan.similarity(vector)
+    return _rank_scope(
+        bank, request, query, now, ids=scan.ids, times=scan.times, similarity=scan.similarity(vector),
+        hits=hits, hit_scores=keyword[hits],
+    )
+
+
+def _rank_scope(
+    bank: MemoryBank,
+    request: RetrieveRequest,
+    query: str,
+    now: datetime,
+    *,
+    ids: Sequence[UUID],
+    times: Sequence[datetime],
+    similarity: np.ndarray,
+    hits: np.ndarray,
+    hit_scores: np.ndarray,
+) -> list[tuple[UUID, float, dict[str, float]]]:
+    """`hybrid` over a scope read whole, in time order: the best `request.top_k` memories with their
+    score and its parts, as `MemoryService._rerank` ranks them, in arrays (`rerank_scope`).
+
+    `similarity`: each memory's cosine to the query (NaN: no vector to compare); `hits`: the
+    positions of the best keyword matches, best first (at most the candidate depth), with their
+    `hit_scores`.
+    """
+    signal = np.zeros(len(ids))  # the reranker sees the best keyword hits only, as `_scan_parts` gives them
+    signal[hits] = hit_scores
     ranked = rerank_scope(
-        np.array([micros(t) for t in scan.times], dtype=np.int64), similarity, signal, hits,
+        np.array([micros(t) for t in times], dtype=np.int64), similarity, signal, hits,
         windows=time_windows(query, now=now), config=bank.retrieval_config.rerank_config(),
         limit=None if request.recency_weight else request.top_k,
     )
-    raw_similarity = np.nan_to_num(similarity, nan=0.0).tolist()
+    raw_similarity = similarity.tolist()
     raw_keyword = signal.tolist()
     half_life = parse_duration(request.recency_half_life) if request.recency_weight else None
     out = []
     for r in ranked:
         score = r.score
         if half_life is not None:
-            score += request.recency_weight * recency_decay(scan.times[r.id], now=now, half_life=half_life)
-        scores = {"similarity": raw_similarity[r.id], "keyword": raw_keyword[r.id], "session": r.session,
-                  "time": r.time}
-        out.append((scan.ids[r.id], score, scores))
+            score += request.recency_weight * recency_decay(as_utc(times[r.id]), now=now, half_life=half_life)
+        cosine = raw_similarity[r.id]
+        scores = {"similarity": 0.0 if cosine != cosine else cosine, "keyword": raw_keyword[r.id],  # NaN: none
+                  "session": r.session, "time": r.time}
+        out.append((ids[r.id], score, scores))
     if half_life is not None:
         out.sort(key=lambda t: -t[1])
     return out[: request.top_k]
