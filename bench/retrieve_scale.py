@@ -448,12 +448,11 @@ def server_env(url: str, data_dir: Path) -> dict[str, str]:
     """The server's settings as CONTEXTIQ_* variables (what every uvicorn worker process reads).
 
     The schema is already at head (this script's own Runtime migrated it), so the workers only check it.
-    Of the caller's CONTEXTIQ_* variables only the embedding settings pass, as they reach the
-    in-process Runtime too.
+    Of the caller's CONTEXTIQ_* variables only the embedding settings (which reach the in-process
+    Runtime too) and CONTEXTIQ_SERVER_LOOP pass.
     """
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("CONTEXTIQ_") or k.startswith("CONTEXTIQ_EMBEDDINGS_")
-    }
+    kept = ("CONTEXTIQ_EMBEDDINGS_", "CONTEXTIQ_SERVER_LOOP")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTEXTIQ_") or k.startswith(kept)}
     env.update(
         PYTHONPATH=os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p),
         CONTEXTIQ_DATABASE_URL=url,
@@ -469,10 +468,14 @@ def serve(port: int, workers: int) -> None:
     """The server subprocess: settings from the environment (see `server_env`)."""
     import uvicorn
 
+    from contextiq.core.config import Settings
+
+    settings = Settings()
     if workers > 1:  # uvicorn's workers need an import string: the factory reads CONTEXTIQ_* itself
         uvicorn.run(
             "contextiq.api.app:app_from_env",
             factory=True,
+            loop=settings.server_loop,  # as `contextiq serve`
             workers=workers,
             host="127.0.0.1",
             port=port,
@@ -481,10 +484,9 @@ def serve(port: int, workers: int) -> None:
         )
         return
     from contextiq.api.app import create_app
-    from contextiq.core.config import Settings
 
-    app = create_app(Settings(), bootstrap=False, background=False)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    app = create_app(settings, bootstrap=False, background=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop=settings.server_loop)
 
 
 @contextlib.contextmanager

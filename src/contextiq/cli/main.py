@@ -55,9 +55,9 @@ def serve(
     console.print(f"ContextIQ on http://{host}:{port}  database: {settings.masked()['database_url']}")
     if workers > 1:
         uvicorn.run("contextiq.api.app:app_from_env", host=host, port=port, workers=workers, factory=True,
-                    log_level=settings.log_level)
+                    log_level=settings.log_level, loop=settings.server_loop)
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level, loop=settings.server_loop)
     exit_despite_stray_threads()  # the in-process worker's connections, as in `contextiq worker`
 
 

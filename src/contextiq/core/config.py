@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     )
     sweep_interval_seconds: float = Field(60.0, gt=0)
     log_level: str = "info"
+    server_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio",
+        description="The event loop of `contextiq serve`: asyncio (faster here with the local embedding "
+        "model's threads: docs/benchmarks.md) or uvloop",
+    )
 
     config_file: Path | None = Field(None, description="Optional TOML file with the same keys")
 
