@@ -475,7 +475,7 @@ def serve(port: int, workers: int) -> None:
         uvicorn.run(
             "contextiq.api.app:app_from_env",
             factory=True,
-            loop=settings.server_loop,  # as `contextiq serve`
+            loop=settings.serve_loop(workers),  # as `contextiq serve`
             workers=workers,
             host="127.0.0.1",
             port=port,
@@ -486,7 +486,7 @@ def serve(port: int, workers: int) -> None:
     from contextiq.api.app import create_app
 
     app = create_app(settings, bootstrap=False, background=False)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop=settings.server_loop)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop=settings.serve_loop(1))
 
 
 @contextlib.contextmanager

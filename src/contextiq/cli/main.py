@@ -55,9 +55,11 @@ def serve(
     console.print(f"ContextIQ on http://{host}:{port}  database: {settings.masked()['database_url']}")
     if workers > 1:
         uvicorn.run("contextiq.api.app:app_from_env", host=host, port=port, workers=workers, factory=True,
-                    log_level=settings.log_level, loop=settings.server_loop)
+                    log_level=settings.log_level, loop=settings.serve_loop(workers))
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level, loop=settings.server_loop)
+        uvicorn.run(
+            create_app(settings), host=host, port=port, log_level=settings.log_level, loop=settings.serve_loop(1)
+        )
     exit_despite_stray_threads()  # the in-process worker's connections, as in `contextiq worker`
 
 

@@ -67,13 +67,24 @@ class Settings(BaseSettings):
     )
     sweep_interval_seconds: float = Field(60.0, gt=0)
     log_level: str = "info"
-    server_loop: Literal["asyncio", "uvloop"] = Field(
-        "asyncio",
-        description="The event loop of `contextiq serve`: asyncio (faster here with the local embedding "
-        "model's threads: docs/benchmarks.md) or uvloop",
+    server_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto",
+        description="The event loop of `contextiq serve`; auto: asyncio for one process (faster with the local "
+        "embedding model's threads: docs/benchmarks.md), uvloop for several (see `Settings.serve_loop`)",
     )
 
     config_file: Path | None = Field(None, description="Optional TOML file with the same keys")
+
+    def serve_loop(self, workers: int) -> Literal["asyncio", "uvloop"]:
+        """The event loop of a server of `workers` processes (`server_loop`, "auto" resolved).
+
+        Several processes share a listening socket that uvicorn creates without naming its protocol;
+        asyncio then does not set TCP_NODELAY on the connections it accepts from it (uvloop always
+        does), and Nagle's algorithm against the client's delayed ACKs stalls each response ~40 ms.
+        """
+        if self.server_loop != "auto":
+            return self.server_loop
+        return "asyncio" if workers == 1 else "uvloop"
 
     @classmethod
     def settings_customise_sources(
