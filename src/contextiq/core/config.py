@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,7 +85,9 @@ class Settings(BaseSettings):
         """
         if self.server_loop != "auto":
             return self.server_loop
-        return "asyncio" if workers == 1 else "uvloop"
+        if workers == 1 or importlib.util.find_spec("uvloop") is None:  # no uvloop on Windows or PyPy
+            return "asyncio"
+        return "uvloop"
 
     @classmethod
     def settings_customise_sources(

@@ -34,11 +34,10 @@ from contextiq.core.search.keyword import (
     BM25_K1,
     BM25_MATCH_CAP,
     MEMORY_TS_CONFIG,
-    STOP_STEMS,
     STOPWORDS,
     TextCollection,
     keyword_search,
-    sql_text_array,
+    memory_tsvector_sql,
     tsquery_text,
 )
 from contextiq.core.types import JSON
@@ -133,11 +132,9 @@ _SCOPE_FILTERS = """m.tenant_id = :tenant_id AND m.bank_id = :bank_id AND m.scop
       AND (CAST(:after AS timestamptz) IS NULL OR m.event_time >= CAST(:after AS timestamptz))
       AND (CAST(:before AS timestamptz) IS NULL OR m.event_time < CAST(:before AS timestamptz))"""
 
-# The query's lexemes as memories' `fact_fts` holds them (migration 0008): stemmed by
-# `MEMORY_TS_CONFIG`, our stop words' stems deleted.
-_QUERY_LEXEMES = (
-    f"tsvector_to_array(ts_delete(to_tsvector('{MEMORY_TS_CONFIG}', :query_text), {sql_text_array(STOP_STEMS)}))"
-)
+# The query's lexemes as memories' `fact_fts` holds them (migration 0008): our stop words dropped,
+# the rest stemmed by `MEMORY_TS_CONFIG`.
+_QUERY_LEXEMES = f"tsvector_to_array({memory_tsvector_sql(':query_text')})"
 
 # Okapi BM25 over the rows of a `matched` CTE (id, doc tsvector), given a `q` CTE (query, lexemes),
 # the corpus size `{n}` and the CTE whose documents give the average length `{corpus}`: the same

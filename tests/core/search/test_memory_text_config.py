@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from contextiq.core.search.keyword import STOP_STEMS, STOPWORDS, WORD, tsquery_text
+from contextiq.core.search.keyword import (
+    STOP_PLACEHOLDER,
+    STOPWORD_PATTERN,
+    STOPWORDS,
+    WORD,
+    memory_tsvector_sql,
+    tsquery_text,
+)
 from contextiq.core.search.terms import analyse
 from contextiq.runtime import Runtime
 from tests.conftest import Tenant, make_settings, new_tenant
@@ -21,21 +28,25 @@ TEXTS = [
     "Melanie: I'm swamped with the kids & work. What's up with you? Anything new?",
     "We painted a sunrise over the lake last summer; the kids loved it.",
     "Out here, nobody cares about the well-known 3-day rule.",
+    "I canned tuna with John Doe and Ani; they were willing, so we upped the dose. Why? CAN do!",
 ]
 
 
-def _migration_stems() -> tuple[str, ...]:
+def _migration() -> object:
     spec = importlib.util.spec_from_file_location("migration_0008", MIGRATION)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return tuple(module.STOP_STEMS)
+    return module
 
 
-def test_the_migration_deletes_the_stems_of_todays_stop_words() -> None:
-    # A changed STOPWORDS needs a new migration that regenerates `fact_fts` with the new stems.
-    assert _migration_stems() == STOP_STEMS
-    assert "the" in STOP_STEMS and "all" not in STOP_STEMS and "s" not in STOP_STEMS
+def test_the_migration_removes_todays_stop_words() -> None:
+    # A changed STOPWORDS needs a new migration that regenerates `fact_fts` with the new list.
+    migration = _migration()
+    assert migration.STOP_WORDS == tuple(sorted(w for w in STOPWORDS if WORD.fullmatch(w)))  # type: ignore[attr-defined]
+    assert migration.PLACEHOLDER == STOP_PLACEHOLDER  # type: ignore[attr-defined]
+    assert STOPWORD_PATTERN == r"\m(" + "|".join(migration.STOP_WORDS) + r")\M"  # type: ignore[attr-defined]
+    assert ":" not in STOPWORD_PATTERN  # it sits inside plain statements, where `:name` is a parameter
 
 
 def test_tsquery_text_drops_stop_words_and_keeps_their_places_in_phrases() -> None:
@@ -53,16 +64,12 @@ async def test_postgres_fact_tsvectors_hold_the_terms_of_sqlites_analysis(postgr
         async with runtime.db.read() as db:
             conn = await db.connection()
             for text in TEXTS:
-                lexemes = (
-                    await conn.exec_driver_sql(
-                        "SELECT tsvector_to_array(ts_delete(to_tsvector('contextiq_english', $1), $2::text[]))",
-                        (text, list(STOP_STEMS)),
-                    )
-                ).scalar_one()
+                sql = f"SELECT tsvector_to_array({memory_tsvector_sql('CAST($1 AS text)')})"
+                lexemes = (await conn.exec_driver_sql(sql, (text,))).scalar_one()
                 assert set(lexemes) == set(analyse(text)), text
-            for word in sorted(w for w in STOPWORDS if WORD.fullmatch(w)):
-                stem = (await conn.exec_driver_sql("SELECT ts_lexize('contextiq_stem', $1)", (word,))).scalar_one()
-                assert stem is not None and stem[0] in STOP_STEMS, word
+            assert (await conn.exec_driver_sql(
+                "SELECT ts_lexize('contextiq_stem', $1)", (STOP_PLACEHOLDER,)
+            )).scalar_one() == [STOP_PLACEHOLDER]
     finally:
         await runtime.aclose()
 
@@ -78,7 +85,8 @@ async def test_postgres_keyword_retrieval_reads_compounds_phrases_and_stop_words
         tenant: Tenant = await new_tenant(runtime)
         scope = {"user_id": "u-text"}
         made = {}
-        for text in ("I bake a dairy-free cake every Sunday.", "I love bread and butter.", "Butter and bread, never."):
+        for text in ("I bake a dairy-free cake every Sunday.", "I love bread and butter.", "Butter and bread, never.",
+                     "I canned tuna with John Doe."):
             memory = await runtime.memories.create_memory(
                 tenant_id=tenant.id, data=MemoryCreate(scope=scope, fact=text, topic="USER_PREFERENCES")
             )
@@ -94,6 +102,9 @@ async def test_postgres_keyword_retrieval_reads_compounds_phrases_and_stop_words
         assert await keyword("dairy-free") == ["I bake a dairy-free cake every Sunday."]
         assert await keyword('"bread and butter"') == ["I love bread and butter."]
         assert set(await keyword("bread butter")) == {"I love bread and butter.", "Butter and bread, never."}
+        # Words that only stem like a stop word stay (`canned` -> `can`, `Doe` -> `doe`).
+        assert await keyword("canned") == ["I canned tuna with John Doe."]
+        assert await keyword('"john doe"') == ["I canned tuna with John Doe."]
         # Only stop words: no lexeme, the trigram fallback still answers.
         assert set(await keyword("and the")) == {"I love bread and butter.", "Butter and bread, never."}
         for mode in ("keyword", "hybrid"):

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import Stemmer
 from sqlalchemy import (
     ColumnElement,
     Float,
@@ -43,14 +42,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 __all__ = [
     "MEMORY_TS_CONFIG",
     "STOPWORDS",
-    "STOP_STEMS",
+    "STOPWORD_PATTERN",
+    "STOP_PLACEHOLDER",
     "TextCollection",
     "fts5_match",
     "keyword_search",
+    "memory_tsvector_sql",
     "parse_web_query",
     "postgres_text_index_ddl",
     "query_terms",
-    "sql_text_array",
     "sqlite_fts5_ddl",
     "sqlite_fts5_drop_ddl",
     "sqlite_fts5_partitioned_ddl",
@@ -75,15 +75,27 @@ BM25_MATCH_CAP = 2000
 #: Snowball stems without `english`'s stop list and without whole hyphenated compounds (their parts
 #: are indexed), so that with `STOP_STEMS` deleted it analyses text as `core/search/terms.py` does.
 MEMORY_TS_CONFIG = "contextiq_english"
-#: The Snowball stems of `STOPWORDS` (those that are one word: the parsers split `i'm`), deleted from
-#: memories' tsvectors (`ts_delete`). Migration 0008 stores them in `fact_fts`'s expression: a change
-#: here needs a migration (a test compares them).
-STOP_STEMS = tuple(sorted(set(Stemmer.Stemmer("english").stemWords(sorted(w for w in STOPWORDS if WORD.fullmatch(w))))))
+#: What `STOPWORDS` become in memories' text before PostgreSQL parses it (`memory_tsvector_sql`):
+#: one word that no text holds and the Snowball stemmer leaves as it is.
+STOP_PLACEHOLDER = "ciqstopword"
+#: `STOPWORDS` as a PostgreSQL regular expression of whole words (those that are one `\w+` word:
+#: the parsers split `i'm`). Migration 0008 holds a copy in `fact_fts`'s expression: a change here
+#: needs a migration (a test compares them). A plain group, as `:` would read as a parameter.
+STOPWORD_PATTERN = r"\m(" + "|".join(sorted(w for w in STOPWORDS if WORD.fullmatch(w))) + r")\M"
 
 
-def sql_text_array(values: Sequence[str]) -> str:
-    """`values` as a PostgreSQL `text[]` literal expression (`ARRAY['a','b']::text[]`)."""
-    return "ARRAY[" + ",".join("'" + v.replace("'", "''") + "'" for v in values) + "]::text[]"
+def memory_tsvector_sql(text: str) -> str:
+    """SQL of the tsvector that memories' `fact_fts` holds (migration 0008), for the SQL text
+    expression `text`: our stop words, matched as whole words in any case, are replaced by
+    `STOP_PLACEHOLDER` before parsing, so they keep their positions (phrases) and a word that only
+    stems like one (`canned`, `Doe`) stays, then the placeholder is deleted. This is the analysis of
+    `core/search/terms.py` (stop words dropped before Snowball stemming)."""
+    return (
+        f"ts_delete(to_tsvector('{MEMORY_TS_CONFIG}', regexp_replace({text}, '{STOPWORD_PATTERN}', "
+        f"'{STOP_PLACEHOLDER}', 'gi')), '{STOP_PLACEHOLDER}'::text)"
+    )
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +105,8 @@ class TextCollection:
     `fts_table` is its SQLite FTS5 companion (rowid-aligned); `tsvector_column` a stored
     `to_tsvector(ts_config, text)` column on PostgreSQL, made by a migration and not in the table's
     metadata (None: the tsvector is computed at query time). `stop_words`: words that the stored
-    tsvector lacks although `ts_config` keeps them (their stems deleted by the migration); queries
-    drop them too.
+    tsvector lacks although `ts_config` keeps them (`memory_tsvector_sql`: only `STOPWORDS`, the
+    one list this supports); queries drop them too.
     """
 
     table: Table
@@ -123,10 +135,11 @@ class TextCollection:
 
     def query_lexemes(self, query: ColumnElement[Any]) -> ColumnElement[Any]:
         """The lexemes of `query` (a text expression) as the stored tsvectors hold them: a text array."""
-        vector = func.to_tsvector(literal_column(f"'{self.ts_config}'"), query)
-        if self.stop_words:
-            vector = func.ts_delete(vector, literal_column(sql_text_array(STOP_STEMS)))
-        return func.tsvector_to_array(vector)
+        config: ColumnElement[Any] = literal_column(f"'{self.ts_config}'")
+        if not self.stop_words:
+            return func.tsvector_to_array(func.to_tsvector(config, query))
+        text = func.regexp_replace(query, literal_column(f"'{STOPWORD_PATTERN}'"), STOP_PLACEHOLDER, "gi")
+        return func.tsvector_to_array(func.ts_delete(func.to_tsvector(config, text), STOP_PLACEHOLDER))
 
 
 def query_terms(query: str) -> list[str]:

@@ -413,13 +413,15 @@ def _session_means(fused: np.ndarray, sessions: np.ndarray, top: int) -> np.ndar
     grouped = sessions[order]
     new = np.ones(len(order), dtype=bool)
     new[1:] = grouped[1:] != grouped[:-1]
-    group = np.cumsum(new) - 1  # of each sorted candidate
-    rank = np.arange(len(order)) - np.flatnonzero(new)[group]
-    keep = rank < top
-    sums = np.bincount(group, weights=np.where(keep, fused[order], 0.0))
+    ranked_group = np.cumsum(new) - 1  # the session's number (in session order) of each sorted candidate
+    keep = np.empty(len(fused), dtype=bool)
+    keep[order] = np.arange(len(order)) - np.flatnonzero(new)[ranked_group] < top
+    group = np.empty(len(fused), dtype=np.int64)
+    group[order] = ranked_group
+    # Summed in candidate order, so that a session's sum is the same to the last bit in any path.
+    sums = np.bincount(group, weights=np.where(keep, fused, 0.0))
     counts = np.bincount(group, weights=keep.astype(np.float64))
-    means = np.empty(len(fused))
-    means[order] = (sums / np.maximum(counts, 1.0))[group]
+    means: np.ndarray = (sums / np.maximum(counts, 1.0))[group]
     return means
 
 

@@ -14,16 +14,20 @@ PostgreSQL's `english` configuration analysed memories differently from SQLite's
 
 `contextiq_english` has `english`'s parser and Snowball stemmer (`contextiq_stem`: the Snowball
 English template without a stop list) and no mapping for the compound token types (`asciihword`,
-`hword`, `numhword`; their parts are still indexed). `fact_fts` becomes that tsvector with the
-stems of our stop words deleted (`ts_delete`), and its scope-led GIN index is rebuilt. Queries are
-parsed the same way (`memories/store.py`, `tsquery_text(stop_words=...)`).
+`hword`, `numhword`; their parts are still indexed). `fact_fts` becomes that tsvector of the fact
+in which our stop words (whole words, any case) were replaced by a placeholder, which is then
+deleted (`ts_delete`): stop words go before stemming, as in SQLite's index, so `canned` (stem
+`can`) and `Doe` stay, and they keep their positions for phrase queries. Its scope-led GIN index is
+rebuilt. Queries are analysed the same way (`core/search/keyword.py: memory_tsvector_sql`,
+`tsquery_text(stop_words=...)`).
 
 Measured on LoCoMo's dev file (`bench/locomo.py`, hybrid, PostgreSQL), recall@10 on categories 1-4:
 0.769 before (tune 0.795, held-out 0.743), 0.772 after (0.790, 0.754); SQLite: 0.774 (0.790, 0.758).
 Dropping only the compounds changed nothing (0.768).
 
-`STOP_STEMS` below is frozen with this revision; `tests/core/search/test_memory_text_config.py`
-fails if `STOPWORDS` changes without a migration that follows it.
+`STOP_WORDS` and `PLACEHOLDER` below are frozen with this revision;
+`tests/core/search/test_memory_text_config.py` fails if `STOPWORDS` changes without a migration
+that follows it.
 
 Re-adding a stored generated column rewrites `memories` under an exclusive lock: on a large table,
 run the upgrade in a maintenance window (about 35 s for a million memories on the 2-core bench machine).
@@ -40,15 +44,16 @@ depends_on = None
 
 CONFIG = "contextiq_english"
 DICTIONARY = "contextiq_stem"
-STOP_STEMS = (
-    "a", "about", "am", "an", "and", "ani", "are", "as", "at", "be", "been", "but", "by", "can",
-    "could", "did", "do", "doe", "for", "from", "had", "has", "have", "he", "her", "him", "his",
-    "how", "i", "if", "in", "into", "is", "it", "itself", "just", "me", "my", "myself", "no", "nor",
-    "not", "of", "on", "or", "our", "she", "so", "some", "such", "than", "that", "the", "their",
-    "them", "then", "there", "these", "they", "this", "those", "to", "too", "up", "veri", "was",
-    "we", "were", "what", "when", "where", "whi", "which", "while", "who", "whom", "will", "with",
-    "would", "you", "your",
+STOP_WORDS = (
+    "a", "about", "am", "an", "and", "any", "are", "as", "at", "be", "been", "being", "but", "by",
+    "can", "could", "did", "do", "does", "doing", "for", "from", "had", "has", "have", "having",
+    "he", "her", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself",
+    "just", "me", "my", "myself", "no", "nor", "not", "of", "on", "or", "our", "ours", "she", "so",
+    "some", "such", "than", "that", "the", "their", "theirs", "them", "then", "there", "these",
+    "they", "this", "those", "to", "too", "up", "very", "was", "we", "were", "what", "when",
+    "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours",
 )
+PLACEHOLDER = "ciqstopword"
 
 
 def _regenerate(expression: str) -> None:
@@ -70,8 +75,11 @@ def upgrade() -> None:
         f"ALTER TEXT SEARCH CONFIGURATION {CONFIG} "
         f"ALTER MAPPING FOR asciiword, word, hword_asciipart, hword_part WITH {DICTIONARY}"
     )
-    stems = ",".join(f"'{s}'" for s in STOP_STEMS)  # no quote in a stem
-    _regenerate(f"ts_delete(to_tsvector('{CONFIG}', fact), ARRAY[{stems}]::text[])")
+    # Stop words become a placeholder before parsing (they keep their positions, and a word that
+    # only stems like one stays), then the placeholder is deleted.
+    pattern = r"\m(" + "|".join(STOP_WORDS) + r")\M"
+    text = f"regexp_replace(fact, '{pattern}', '{PLACEHOLDER}', 'gi')"
+    _regenerate(f"ts_delete(to_tsvector('{CONFIG}', {text}), '{PLACEHOLDER}'::text)")
 
 
 def downgrade() -> None:
