@@ -56,9 +56,12 @@ STOP_WORDS = (
 PLACEHOLDER = "ciqstopword"
 
 
-def _regenerate(expression: str) -> None:
+def _drop_fact_fts() -> None:
     op.execute("DROP INDEX IF EXISTS idx_memories_scope_fts")
     op.execute("ALTER TABLE memories DROP COLUMN IF EXISTS fact_fts")
+
+
+def _add_fact_fts(expression: str) -> None:
     op.execute(f"ALTER TABLE memories ADD COLUMN fact_fts tsvector GENERATED ALWAYS AS ({expression}) STORED")
     op.execute("CREATE INDEX idx_memories_scope_fts ON memories USING GIN (scope_key, fact_fts)")
 
@@ -66,6 +69,7 @@ def _regenerate(expression: str) -> None:
 def upgrade() -> None:
     if op.get_context().dialect.name != "postgresql":
         return
+    _drop_fact_fts()  # first: the column depends on the configuration it is made with
     op.execute(f"DROP TEXT SEARCH CONFIGURATION IF EXISTS {CONFIG}")
     op.execute(f"DROP TEXT SEARCH DICTIONARY IF EXISTS {DICTIONARY}")
     op.execute(f"CREATE TEXT SEARCH DICTIONARY {DICTIONARY} (TEMPLATE = snowball, Language = english)")
@@ -79,12 +83,13 @@ def upgrade() -> None:
     # only stems like one stays), then the placeholder is deleted.
     pattern = r"\m(" + "|".join(STOP_WORDS) + r")\M"
     text = f"regexp_replace(fact, '{pattern}', '{PLACEHOLDER}', 'gi')"
-    _regenerate(f"ts_delete(to_tsvector('{CONFIG}', {text}), '{PLACEHOLDER}'::text)")
+    _add_fact_fts(f"ts_delete(to_tsvector('{CONFIG}', {text}), '{PLACEHOLDER}'::text)")
 
 
 def downgrade() -> None:
     if op.get_context().dialect.name != "postgresql":
         return
-    _regenerate("to_tsvector('english', fact)")
+    _drop_fact_fts()
+    _add_fact_fts("to_tsvector('english', fact)")
     op.execute(f"DROP TEXT SEARCH CONFIGURATION IF EXISTS {CONFIG}")
     op.execute(f"DROP TEXT SEARCH DICTIONARY IF EXISTS {DICTIONARY}")
