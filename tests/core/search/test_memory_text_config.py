@@ -4,7 +4,9 @@ our stop list, Snowball stems, hyphenated compounds as their parts."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ from contextiq.core.search.keyword import (
     WORD,
     memory_tsvector_sql,
     tsquery_text,
+    word_regex,
 )
 from contextiq.core.search.terms import analyse
 from contextiq.runtime import Runtime
@@ -32,7 +35,7 @@ TEXTS = [
 ]
 
 
-def _migration() -> object:
+def _migration() -> Any:
     spec = importlib.util.spec_from_file_location("migration_0008", MIGRATION)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -42,11 +45,22 @@ def _migration() -> object:
 
 def test_the_migration_removes_todays_stop_words() -> None:
     # A changed STOPWORDS needs a new migration that regenerates `fact_fts` with the new list.
-    migration = _migration()
-    assert migration.STOP_WORDS == tuple(sorted(w for w in STOPWORDS if WORD.fullmatch(w)))  # type: ignore[attr-defined]
-    assert migration.PLACEHOLDER == STOP_PLACEHOLDER  # type: ignore[attr-defined]
-    assert STOPWORD_PATTERN == r"\m(" + "|".join(migration.STOP_WORDS) + r")\M"  # type: ignore[attr-defined]
+    migration: Any = _migration()
+    words = tuple(sorted(w for w in STOPWORDS if WORD.fullmatch(w)))
+    assert migration.STOP_WORDS == words
+    assert migration.PATTERN == STOPWORD_PATTERN == r"\m" + word_regex(words) + r"\M"
+    assert migration.PLACEHOLDER == STOP_PLACEHOLDER
     assert ":" not in STOPWORD_PATTERN  # it sits inside plain statements, where `:name` is a parameter
+
+
+def test_the_stop_word_pattern_matches_the_stop_words_and_nothing_else() -> None:
+    body = STOPWORD_PATTERN[2:-2]  # without PostgreSQL's word boundaries \m, \M
+    words = {w for w in STOPWORDS if WORD.fullmatch(w)}
+    assert all(re.fullmatch(body, w) for w in words)
+    near = {w[:k] for w in words for k in range(1, len(w))} | {w + x for w in words for x in "sdn1_"}
+    assert not [w for w in near - words if re.fullmatch(body, w)]
+    assert word_regex(["a", "an", "and"]) == "a(nd?)?"
+    assert word_regex(["ab", "ac", "a"]) == "a(b|c)?"
 
 
 def test_tsquery_text_drops_stop_words_and_keeps_their_places_in_phrases() -> None:
