@@ -30,7 +30,7 @@ Dropping only the compounds changed nothing (0.768).
 that follows it.
 
 Re-adding a stored generated column rewrites `memories` under an exclusive lock: on a large table,
-run the upgrade in a maintenance window (about 65 s for a million memories on the 2-core bench machine).
+run the upgrade in a maintenance window (about 40 s for a million memories on the 2-core bench machine).
 """
 
 from __future__ import annotations
