@@ -71,6 +71,16 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
     assert data["llm_api_key"] == "****"
 
 
+def test_a_bad_setting_is_named_without_a_traceback(tmp_path: Path) -> None:
+    env = {"CONTEXTIQ_DATA_DIR": str(tmp_path), "CONTEXTIQ_SERVER_LOOP": "trio", "CONTEXTIQ_DB_POOL_SIZE": "0"}
+    for command in (["serve"], ["config", "show"], ["db", "current"]):
+        failed = run(command, env, tmp_path, check=False)
+        assert failed.returncode == 2, command
+        errors = " ".join(failed.stderr.split())  # rich wraps long lines
+        assert "CONTEXTIQ_SERVER_LOOP: Input should be 'auto', 'asyncio' or 'uvloop' (got 'trio')" in errors
+        assert "CONTEXTIQ_DB_POOL_SIZE" in errors and "Traceback" not in failed.stderr
+
+
 @pytest.mark.postgres
 def test_serve_refuses_an_out_of_date_postgres_schema(tmp_path: Path) -> None:
     from tests.conftest import empty_postgres

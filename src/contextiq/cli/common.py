@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -21,9 +21,22 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def load_settings() -> Settings:
+    """The settings from the environment (and config file); a bad value exits with status 2 and one
+    line per problem naming its `CONTEXTIQ_*` variable, instead of a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = "CONTEXTIQ_" + field.upper() if field else "configuration"
+            err_console.print(f"[red]error:[/red] {name}: {error['msg']} (got {error.get('input')!r})")
+        raise typer.Exit(2) from None
+
+
 def run_with_runtime(work: Callable[[Runtime], Awaitable[T]], *, migrate: bool = True) -> T:
     """Build a runtime from the environment, run `work` on it, close it; errors exit with status 1."""
-    settings = Settings()
+    settings = load_settings()
 
     async def main() -> T:
         runtime = Runtime(settings)

@@ -10,8 +10,7 @@ from uuid import UUID
 
 import typer
 
-from contextiq.cli.common import console, emit, err_console, resolve_org, run_with_runtime
-from contextiq.core.config import Settings
+from contextiq.cli.common import console, emit, err_console, load_settings, resolve_org, run_with_runtime
 from contextiq.core.db import migrate
 from contextiq.memories.cli import app as memories_app
 from contextiq.platform.models import ApiKeyCreate, OrganizationCreate
@@ -50,7 +49,7 @@ def serve(
     from contextiq.api import create_app
     from contextiq.core.shutdown import exit_despite_stray_threads
 
-    settings = Settings()
+    settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console.print(f"ContextIQ on http://{host}:{port}  database: {settings.masked()['database_url']}")
     if workers > 1:
@@ -68,7 +67,7 @@ def worker() -> None:
     """Run a job worker (memory generation) until SIGTERM or SIGINT; start as many as you need."""
     from contextiq.worker import run_worker
 
-    run_worker(Settings())
+    run_worker(load_settings())
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -77,7 +76,7 @@ def worker() -> None:
 @config_app.command("show")
 def config_show() -> None:
     """Print the effective configuration, secrets masked."""
-    typer.echo(json.dumps(Settings().masked(), indent=2, default=str))
+    typer.echo(json.dumps(load_settings().masked(), indent=2, default=str))
 
 
 # -- db -------------------------------------------------------------------------------------------
@@ -88,22 +87,22 @@ SqlOpt = Annotated[bool, typer.Option("--sql", help="Print the SQL instead of ru
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head", sql: SqlOpt = False) -> None:
     """Upgrade the schema (PostgreSQL: concurrent runs are serialized by an advisory lock)."""
-    out = migrate.upgrade(Settings().effective_database_url, revision, sql=sql)
+    out = migrate.upgrade(load_settings().effective_database_url, revision, sql=sql)
     typer.echo(out, nl=False)
     if not sql:
-        console.print(f"schema at {asyncio.run(migrate.current_revision(Settings().effective_database_url))}")
+        console.print(f"schema at {asyncio.run(migrate.current_revision(load_settings().effective_database_url))}")
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument()] = "-1", sql: SqlOpt = False) -> None:
     """Downgrade the schema (default: one revision back)."""
-    typer.echo(migrate.downgrade(Settings().effective_database_url, revision, sql=sql), nl=False)
+    typer.echo(migrate.downgrade(load_settings().effective_database_url, revision, sql=sql), nl=False)
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Print the schema revision of the database and the one the code needs."""
-    url = Settings().effective_database_url
+    url = load_settings().effective_database_url
     current = asyncio.run(migrate.current_revision(url))
     head = migrate.head_revision()
     console.print(f"database: {current or 'empty'}  code: {head}  {'up to date' if current == head else 'OUT OF DATE'}")
@@ -112,13 +111,13 @@ def db_current() -> None:
 @db_app.command("history")
 def db_history() -> None:
     """List the revisions."""
-    typer.echo(migrate.history(Settings().effective_database_url), nl=False)
+    typer.echo(migrate.history(load_settings().effective_database_url), nl=False)
 
 
 @db_app.command("check")
 def db_check() -> None:
     """Validate that the database matches the code's tables; exit 1 when it does not."""
-    url = Settings().effective_database_url
+    url = load_settings().effective_database_url
     current = asyncio.run(migrate.current_revision(url))
     head = migrate.head_revision()
     if current != head:
