@@ -34,7 +34,6 @@ from contextiq.core.search.keyword import (
     BM25_K1,
     BM25_MATCH_CAP,
     MEMORY_TS_CONFIG,
-    STOPWORDS,
     TextCollection,
     keyword_search,
     memory_tsvector_sql,
@@ -245,7 +244,7 @@ class PgRetrieval:
         one) and its BM25 score for `query` (None when it matches no word), and whether the query
         has a lexeme (False: only stop words or symbols); None when more than `cap` memories match.
         """
-        text_query = tsquery_text(query, stop_words=STOPWORDS)
+        text_query = tsquery_text(query, stop_words=MEMORY_TEXT.query_stopwords)
         params = {
             **scope.params(),
             "model": model,
@@ -280,7 +279,7 @@ class PgRetrieval:
     async def keyword_rows(self, scope: ScopeRead, *, query: str, limit: int) -> list[Any] | None:
         """Return the `limit` memories of `scope` best matching `query` by BM25, whole, with their
         `score` (PostgreSQL, one statement: `PG_KEYWORD`); None when the query has no word at all."""
-        text_query = tsquery_text(query, stop_words=STOPWORDS)
+        text_query = tsquery_text(query, stop_words=MEMORY_TEXT.query_stopwords)
         if text_query is None:
             return None
         params = {
@@ -305,7 +304,7 @@ MEMORY_TEXT = TextCollection(
     tsvector_column="fact_fts",  # migrations 0006, 0008
     fts_partition=("tenant_id", "bank_id", "scope_key"),  # migration 0007
     ts_config=MEMORY_TS_CONFIG,  # migration 0008
-    stop_words=STOPWORDS,
+    drops_stopwords=True,  # memory_tsvector_sql
 )
 VECTOR_COLLECTION = "memories"
 

@@ -133,9 +133,9 @@ class TextCollection:
 
     `fts_table` is its SQLite FTS5 companion (rowid-aligned); `tsvector_column` a stored
     `to_tsvector(ts_config, text)` column on PostgreSQL, made by a migration and not in the table's
-    metadata (None: the tsvector is computed at query time). `stop_words`: words that the stored
-    tsvector lacks although `ts_config` keeps them (`memory_tsvector_sql`: only `STOPWORDS`, the
-    one list this supports); queries drop them too.
+    metadata (None: the tsvector is computed at query time). `drops_stopwords`: the stored tsvector
+    is `memory_tsvector_sql`'s, without `STOPWORDS` although `ts_config` keeps them; queries drop
+    them too.
     """
 
     table: Table
@@ -145,7 +145,12 @@ class TextCollection:
     tsvector_column: str | None = None
     fts_partition: tuple[str, ...] = ()
     ts_config: str = "english"
-    stop_words: frozenset[str] = frozenset()
+    drops_stopwords: bool = False
+
+    @property
+    def query_stopwords(self) -> frozenset[str]:
+        """The words `tsquery_text` must drop from a query for this collection."""
+        return STOPWORDS if self.drops_stopwords else frozenset()
 
     def partition_token(self, values: Mapping[str, Any]) -> str:
         """The single FTS5 token that stands for a partition (`sqlite_fts5_partitioned_ddl`).
@@ -160,12 +165,15 @@ class TextCollection:
         """The rows' tsvector on PostgreSQL: the stored column, or the expression it stores."""
         if self.tsvector_column is not None:
             return literal_column(f"{self.table.name}.{self.tsvector_column}", type_=TSVECTOR)
+        if self.drops_stopwords:
+            column = f"{self.table.name}.{self.text_column}"
+            return literal_column(memory_tsvector_sql(column), type_=TSVECTOR)
         return func.to_tsvector(literal_column(f"'{self.ts_config}'"), self.table.c[self.text_column])
 
     def query_lexemes(self, query: ColumnElement[Any]) -> ColumnElement[Any]:
         """The lexemes of `query` (a text expression) as the stored tsvectors hold them: a text array."""
         config: ColumnElement[Any] = literal_column(f"'{self.ts_config}'")
-        if not self.stop_words:
+        if not self.drops_stopwords:
             return func.tsvector_to_array(func.to_tsvector(config, query))
         text = func.regexp_replace(query, literal_column(f"'{STOPWORD_PATTERN}'"), STOP_PLACEHOLDER, "gi")
         return func.tsvector_to_array(func.ts_delete(func.to_tsvector(config, text), STOP_PLACEHOLDER))
@@ -207,8 +215,8 @@ async def _postgres(
     column = c.table.c[c.text_column]
     ident = c.table.c[c.id_column]
     config: ColumnElement[Any] = literal_column(f"'{c.ts_config}'")
-    text = tsquery_text(query, stop_words=c.stop_words)
-    if text is None and not (c.stop_words and parse_web_query(query)[0]):
+    text = tsquery_text(query, stop_words=c.query_stopwords)
+    if text is None and not (c.drops_stopwords and parse_web_query(query)[0]):
         return []  # no word at all (a query of only stop words falls back to trigrams below)
     if text is not None:
         # A scalar subquery: parsed once per statement, not once per row.
