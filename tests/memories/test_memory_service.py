@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ import pytest
 from sqlalchemy import text, update
 
 import contextiq.memories.service as memory_service
+import contextiq.memories.store as memory_store
 from contextiq.core.clock import utcnow
 from contextiq.core.errors import Invalid, NotFound
 from contextiq.core.llm.embeddings import EmbeddingProvider, make_embedding_provider
@@ -510,6 +512,34 @@ async def test_hybrid_scope_scan_ranks_as_the_indexed_path_does(
     scanned = await answers()
     assert all(gone not in [i for i, _ in a] for a in scanned)
     assert scanned[0] and all(len(a) <= 10 for a in scanned)
+    if runtime.db.is_postgres:
+        # While other hybrid queries run, PostgreSQL computes the cosines (`PG_SCOPE_SCAN_COSINE`):
+        # the same answers, in float4 sums rather than numpy's float64.
+        def same(got: list[list[tuple[UUID, float]]]) -> None:
+            assert [[i for i, _ in a] for a in got] == [[i for i, _ in a] for a in scanned]
+            for one, other in zip(got, scanned, strict=True):
+                assert [s for _, s in one] == pytest.approx([s for _, s in other], abs=1e-5)
+
+        statements: list[str] = []
+        fetch = memory_store.PlainStatement.fetch
+
+        async def recording(self: memory_store.PlainStatement, conn: Any, params: Any) -> list[Any]:
+            statements.append(self.sql)
+            return await fetch(self, conn, params)
+
+        monkeypatch.setattr(memory_store.PlainStatement, "fetch", recording)
+        monkeypatch.setattr(service, "_pg_hybrids_in_flight", 1)  # as if another query were running
+        same(await answers())
+        assert memory_store.PG_SCOPE_SCAN_COSINE.sql in statements
+        monkeypatch.setattr(service, "_pg_hybrids_in_flight", 0)
+        statements.clear()
+        together = await asyncio.gather(*(
+            service.retrieve_memories(tenant_id=tenant.id, request=r) for r in requests
+        ))  # the first runs alone, the others while it does
+        same([[(r.memory.id, round(r.score, 6)) for r in found.memories] for found in together])
+        assert memory_store.PG_SCOPE_SCAN.sql in statements and memory_store.PG_SCOPE_SCAN_COSINE.sql in statements
+        assert service._pg_hybrids_in_flight == 0
+        monkeypatch.undo()
     monkeypatch.setattr(service, "_scans_scope", False)
     service._timelines = memory_service.TimelineCache()
     indexed = await answers()
@@ -530,6 +560,47 @@ async def test_hybrid_scope_scan_ranks_as_the_indexed_path_does(
         window = (base + timedelta(hours=5), base + timedelta(hours=15))
         assert all(window[0] <= facts[i].event_time < window[1] for i, _ in scanned[3])  # type: ignore[operator]
         assert scanned[4] == indexed[4]  # only stop words: FTS5 ranks the keywords on both paths
+
+
+@pytest.mark.postgres
+async def test_hybrid_cosines_in_postgresql_skip_vectors_that_cannot_be_compared(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A memory embedded by another model, one whose vector has other dimensions and a zero vector
+    # have no similarity (0.0 in `scores`) whether the cosines come from numpy or from PostgreSQL.
+    runtime = Runtime(make_settings(tmp_path, postgres_url))
+    try:
+        await _cosines_scenario(runtime, await new_tenant(runtime), monkeypatch)
+    finally:
+        await runtime.aclose()
+
+
+async def _cosines_scenario(runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = [await _add(runtime, tenant, fact, topic) for fact, topic in FACTS[:6]]
+    dims = len(await runtime.embeddings.embed_one("x"))
+    odd = {
+        ids[0]: (np.ones(dims, dtype=np.float32), "old-model"),
+        ids[1]: (np.ones(8, dtype=np.float32), runtime.embeddings.model),
+        ids[2]: (np.zeros(dims, dtype=np.float32), runtime.embeddings.model),
+    }
+    async with runtime.db.write() as db:
+        for memory_id, (vector, model) in odd.items():
+            await db.execute(
+                update(MemoryRow).where(MemoryRow.id == memory_id).values(embedding=vector, embedding_model=model)
+            )
+    request = _retrieve("What food is the user allergic to, and where do they travel?", top_k=6)
+
+    async def similarities() -> dict[UUID, float]:
+        found = await runtime.memories.retrieve_memories(tenant_id=tenant.id, request=request)
+        assert {r.memory.id for r in found.memories} == set(ids)
+        return {r.memory.id: r.scores["similarity"] for r in found.memories}
+
+    alone = await similarities()
+    monkeypatch.setattr(runtime.memories, "_pg_hybrids_in_flight", 1)
+    busy = await similarities()
+    assert [alone[i] for i in odd] == [busy[i] for i in odd] == [0.0, 0.0, 0.0]
+    assert [alone[i] for i in ids[3:]] == pytest.approx([busy[i] for i in ids[3:]], abs=1e-5)
+    assert all(alone[i] != 0.0 for i in ids[3:])
 
 
 async def test_min_confidence_keeps_a_memory_exactly_at_the_bound(runtime: Runtime, tenant: Tenant) -> None:

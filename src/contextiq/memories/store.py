@@ -87,18 +87,24 @@ class ScopeText(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class ScopeScan:
     """A scope read whole for a hybrid query (`PgRetrieval.scope_scan`): per memory, in time order,
-    its id, time, vector of the query's model in pgvector's binary form (None: none of that model)
-    and BM25 score (None: no match)."""
+    its id, time, BM25 score (None: no match) and either its vector of the query's model in
+    pgvector's binary form (`vectors`; None: none of that model) or, when the scan was given the
+    query's vector, its cosine to it computed by PostgreSQL (`cosines`; NaN: nothing to compare)."""
 
     ids: list[UUID]
     times: list[datetime]
-    vectors: list[bytes | None]
+    vectors: list[bytes | None] | None
     keyword: list[float | None]
     has_words: bool  # False: the query has only stop words or symbols
+    cosines: np.ndarray | None = None
 
     def similarity(self, vector: np.ndarray) -> np.ndarray:
         """Each memory's cosine similarity to `vector` (float64), as pgvector's `1 - (a <=> b)`
-        computes it (NaN: no vector of the model, another dimension, or a zero vector)."""
+        computes it (NaN: no vector of the model, another dimension, or a zero vector); the
+        cosines PostgreSQL computed when the scan was given `vector`."""
+        if self.cosines is not None:
+            return self.cosines
+        assert self.vectors is not None, "a scan without the query's vector reads the vectors"
         return cosines(self.vectors, vector)
 
 
@@ -155,17 +161,14 @@ kw AS (
     GROUP BY p.id
 )"""
 
-# One round trip for a hybrid query on a small scope: the scope's live memories in time order (the
-# timeline), each with its vector of the query's model (pgvector's binary form) and its Okapi BM25
-# score (statistics over the scope; the same formula as core/search/keyword.py). The statement does
-# not need the query's vector, so it runs while the query is being embedded; the cosines are then
-# computed in numpy (`ScopeScan.similarity`). Run on the driver connection (core/db/plain.py), so
-# asyncpg reuses its prepared statement and no query is built per call.
-PG_SCOPE_SCAN = PlainStatement(
-    f"""
+
+
+def _scope_scan_sql(vector_column: str) -> str:
+    """The scope scan with `vector_column` as its third output column (`vec`)."""
+    return f"""
 WITH scope AS MATERIALIZED (
     SELECT m.id, COALESCE(m.event_time, m.created_at) AS t, m.created_at AS c, m.fact_fts AS doc,
-           CASE WHEN m.embedding_model = :model THEN vector_send(m.embedding) END AS vec
+           {vector_column} AS vec
     FROM memories m
     WHERE {_SCOPE_FILTERS}
     ORDER BY t, c, m.id
@@ -181,6 +184,27 @@ matched AS (
 SELECT s.id, s.t, s.vec, kw.score, COALESCE(numnode(q.query), 0) AS nodes
 FROM scope s CROSS JOIN q LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
 """
+
+
+# One round trip for a hybrid query on a small scope: the scope's live memories in time order (the
+# timeline), each with its Okapi BM25 score (statistics over the scope; the same formula as
+# core/search/keyword.py) and its vector of the query's model (pgvector's binary form). This form
+# does not need the query's vector, so it runs while the query is being embedded; the cosines are
+# then computed in numpy (`ScopeScan.similarity`). Run on the driver connection (core/db/plain.py),
+# so asyncpg reuses its prepared statement and no query is built per call.
+PG_SCOPE_SCAN = PlainStatement(
+    _scope_scan_sql("CASE WHEN m.embedding_model = :model THEN vector_send(m.embedding) END")
+)
+
+# The same scan given the query's vector: PostgreSQL computes each cosine (NaN: a zero vector), so
+# that 8 bytes per memory travel instead of its vector. It costs less CPU on both sides (the server
+# sends no vectors, the client decodes none) but waits for the embedding: `MemoryService` uses it
+# while other retrievals keep the CPUs busy, the form above when a query is alone.
+PG_SCOPE_SCAN_COSINE = PlainStatement(
+    _scope_scan_sql(
+        "CASE WHEN m.embedding_model = :model AND vector_dims(m.embedding) = :dims"
+        " THEN 1 - (m.embedding <=> CAST(CAST(:vector AS real[]) AS vector)) END"
+    )
 )
 
 _MEMORY_COLUMNS = (
@@ -237,12 +261,16 @@ class PgRetrieval:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
-    async def scope_scan(self, scope: ScopeRead, *, model: str, query: str, cap: int) -> ScopeScan | None:
-        """Read a whole scope for a hybrid query in one statement (PostgreSQL): `PG_SCOPE_SCAN`.
+    async def scope_scan(
+        self, scope: ScopeRead, *, model: str, query: str, cap: int, vector: np.ndarray | None = None
+    ) -> ScopeScan | None:
+        """Read a whole scope for a hybrid query in one statement (PostgreSQL): `PG_SCOPE_SCAN`, or
+        `PG_SCOPE_SCAN_COSINE` given the query's `vector`.
 
-        Returns every memory `scope` reads, in time order, with its vector of `model` (None without
-        one) and its BM25 score for `query` (None when it matches no word), and whether the query
-        has a lexeme (False: only stop words or symbols); None when more than `cap` memories match.
+        Returns every memory `scope` reads, in time order, with its BM25 score for `query` (None
+        when it matches no word) and its vector of `model` (None without one) or, given `vector`,
+        its cosine to it, and whether the query has a lexeme (False: only stop words or symbols);
+        None when more than `cap` memories match.
         """
         text_query = tsquery_text(query, stop_words=MEMORY_TEXT.query_stopwords)
         params = {
@@ -255,15 +283,24 @@ class PgRetrieval:
             "k1": BM25_K1,
             "b": BM25_B,
         }
-        rows = await PG_SCOPE_SCAN.fetch(self._conn, params)
+        if vector is None:
+            rows = await PG_SCOPE_SCAN.fetch(self._conn, params)
+        else:
+            query_vector = np.asarray(vector, dtype=np.float32).ravel()
+            params.update(dims=len(query_vector), vector=query_vector.tolist())
+            rows = await PG_SCOPE_SCAN_COSINE.fetch(self._conn, params)
         if len(rows) > cap:
             return None
+        column = [r[2] for r in rows]
         return ScopeScan(
             ids=[r[0] for r in rows],
             times=[r[1] for r in rows],
-            vectors=[r[2] for r in rows],
+            vectors=column if vector is None else None,
             keyword=[r[3] for r in rows],
             has_words=bool(rows and rows[0][4]),
+            cosines=None if vector is None else np.array(
+                [np.nan if c is None else c for c in column], dtype=np.float64
+            ),
         )
 
     async def similar_rows(self, scope: ScopeRead, *, vector: np.ndarray, model: str, limit: int) -> list[Any]:
