@@ -89,6 +89,7 @@ class Runtime:
                 model=s.embeddings_model,
                 threads=s.embeddings_threads,
                 query_workers=s.embeddings_query_workers,
+                query_batch=s.embeddings_query_batch,
             )
         return self._embeddings
 

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     embeddings_query_workers: int = Field(
         1, ge=1, le=2, description="Threads of the local model that batch concurrent queries together"
     )
+    embeddings_query_batch: int = Field(
+        4, ge=1, le=64, description="Queries the local model embeds together in one inference at most"
+    )
     embeddings_preload: bool = Field(
         True, description="Load the local model when the server starts, not on the first request"
     )

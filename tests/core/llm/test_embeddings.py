@@ -594,6 +594,26 @@ async def test_idle_coalescing_workers_exit_and_come_back(monkeypatch: pytest.Mo
     await provider.aclose()
 
 
+async def test_query_batch_bounds_the_texts_of_a_shared_inference() -> None:
+    provider = CoalescingProbe(max_concurrency=1, query_batch=3)
+    await provider.embed(["load the model first"])
+    provider.runs.clear()
+    texts = [f"query number {k} about the weather" for k in range(10)]
+    alone = np.stack([(await provider.embed([t]))[0] for t in texts])
+    provider.runs.clear()
+    got = await asyncio.gather(*(provider.embed([t]) for t in texts), provider.embed(texts[:5]))
+    assert sum(provider.runs) == 15 and len(provider.runs) >= 5, provider.runs
+    # Batches stop at 3 texts; a caller's texts are never split: its 5 go in an inference of their own.
+    assert sorted(run for run in provider.runs if run > 3) == [5], provider.runs
+    assert max(provider.runs) > 1  # concurrent callers still shared inferences
+    for k, rows in enumerate(got[:10]):
+        np.testing.assert_array_equal(rows, alone[k : k + 1])
+    np.testing.assert_array_equal(got[10], alone[:5])
+    with pytest.raises(ValueError, match="query_batch"):
+        LocalMiniLMProvider(query_batch=0)
+    await provider.aclose()
+
+
 async def test_query_workers_bound_the_coalescing_threads() -> None:
     one = LocalMiniLMProvider(max_concurrency=2)  # the default: one coalescing worker
     two = LocalMiniLMProvider(max_concurrency=2, query_workers=2)

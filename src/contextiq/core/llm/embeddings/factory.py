@@ -23,6 +23,7 @@ def make_embedding_provider(
     model: str | None = None,
     threads: int = 1,
     query_workers: int = 1,
+    query_batch: int = 4,
     cache_size: int = 10000,
     dimension: int | None = None,
 ) -> EmbeddingProvider:
@@ -40,6 +41,8 @@ def make_embedding_provider(
         threads: onnxruntime intra-op threads for ``"local"``.
         query_workers: threads that coalesce concurrent queries into shared
             inferences for ``"local"`` (1 or 2).
+        query_batch: texts those threads embed in one inference at most
+            (``"local"``).
         cache_size: Entries of the in-process LRU cache put in front of the
             provider; ``0`` for no cache.
         dimension: Expected vector length for ``"openai"``; ``None`` learns it.
@@ -65,7 +68,7 @@ def make_embedding_provider(
             )
         from contextiq.core.llm.embeddings.local import LocalMiniLMProvider
 
-        inner = LocalMiniLMProvider(threads=threads, query_workers=query_workers)
+        inner = LocalMiniLMProvider(threads=threads, query_workers=query_workers, query_batch=query_batch)
     elif provider == "openai":
         if not base_url:
             raise ValueError(
