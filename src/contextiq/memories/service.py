@@ -60,6 +60,7 @@ from contextiq.core.search.rerank import (
     SIMILARITY_DEPTH,
     Timeline,
     TimelineCache,
+    from_micros,
     micros,
     rerank,
     rerank_scope,
@@ -1239,7 +1240,8 @@ class MemoryService:
                 key=lambda p: -p[1],
             )[:depth]
             ranked = _rank_scope(
-                bank, request, query, now, ids=[r.id for r in rows], times=[r.time for r in rows],
+                bank, request, query, now, ids=[r.id for r in rows],
+                micros=np.array([micros(r.time) for r in rows], dtype=np.int64),
                 similarity=similarity, hits=np.array([k for k, _ in matched], dtype=np.int64),
                 hit_scores=np.array([v for _, v in matched], dtype=np.float64),
             )
@@ -1284,8 +1286,8 @@ class MemoryService:
         similarities = zip(scan.ids, scan.similarity(vector).tolist(), strict=True)
         similar = sorted(((i, s) for i, s in similarities if s == s), key=lambda p: -p[1])  # s != s: NaN
         keyword = sorted(
-            ((i, k) for i, k in zip(scan.ids, scan.keyword, strict=True) if k is not None), key=lambda p: -p[1]
-        )[:depth]
+            ((i, k) for i, k in zip(scan.ids, scan.keyword.tolist(), strict=True) if k == k), key=lambda p: -p[1]
+        )[:depth]  # k != k: NaN, no match
         return timeline, similar, keyword if keyword or scan.has_words else None
 
     async def _similar(
@@ -1911,13 +1913,13 @@ def _rank_scan(
 ) -> list[tuple[UUID, float, dict[str, float]]] | None:
     """`hybrid` over a PostgreSQL scope scan (`_hybrid_pg`): `_rank_scope` of its BM25 scores and
     cosines; None when the query has no lexeme (only stop words: the trigram fallback ranks)."""
-    keyword = np.array([np.nan if k is None else k for k in scan.keyword], dtype=np.float64)
+    keyword = scan.keyword
     matched = np.flatnonzero(~np.isnan(keyword))
     if not len(matched) and not scan.has_words:
         return None
     hits = matched[np.argsort(-keyword[matched], kind="stable")[:depth]]
     return _rank_scope(
-        bank, request, query, now, ids=scan.ids, times=scan.times, similarity=scan.similarity(vector),
+        bank, request, query, now, ids=scan.ids, micros=scan.micros, similarity=scan.similarity(vector),
         hits=hits, hit_scores=keyword[hits],
     )
 
@@ -1929,7 +1931,7 @@ def _rank_scope(
     now: datetime,
     *,
     ids: Sequence[UUID],
-    times: Sequence[datetime],
+    micros: np.ndarray,
     similarity: np.ndarray,
     hits: np.ndarray,
     hit_scores: np.ndarray,
@@ -1937,14 +1939,14 @@ def _rank_scope(
     """`hybrid` over a scope read whole, in time order: the best `request.top_k` memories with their
     score and its parts, as `MemoryService._rerank` ranks them, in arrays (`rerank_scope`).
 
-    `similarity`: each memory's cosine to the query (NaN: no vector to compare); `hits`: the
-    positions of the best keyword matches, best first (at most the candidate depth), with their
-    `hit_scores`.
+    `micros`: each memory's time in microseconds since the epoch; `similarity`: its cosine to the
+    query (NaN: no vector to compare); `hits`: the positions of the best keyword matches, best
+    first (at most the candidate depth), with their `hit_scores`.
     """
     signal = np.zeros(len(ids))  # the reranker sees the best keyword hits only, as `_scan_parts` gives them
     signal[hits] = hit_scores
     ranked = rerank_scope(
-        np.array([micros(t) for t in times], dtype=np.int64), similarity, signal, hits,
+        micros, similarity, signal, hits,
         windows=time_windows(query, now=now), config=bank.retrieval_config.rerank_config(),
         limit=None if request.recency_weight else request.top_k,
     )
@@ -1955,7 +1957,8 @@ def _rank_scope(
     for r in ranked:
         score = r.score
         if half_life is not None:
-            score += request.recency_weight * recency_decay(as_utc(times[r.id]), now=now, half_life=half_life)
+            when = from_micros(int(micros[r.id]))
+            score += request.recency_weight * recency_decay(when, now=now, half_life=half_life)
         cosine = raw_similarity[r.id]
         scores = {"similarity": 0.0 if cosine != cosine else cosine, "keyword": raw_keyword[r.id],  # NaN: none
                   "session": r.session, "time": r.time}

@@ -39,6 +39,7 @@ from contextiq.core.search.keyword import (
     memory_tsvector_sql,
     tsquery_text,
 )
+from contextiq.core.search.rerank import from_micros
 from contextiq.core.types import JSON
 from contextiq.memories.tables import FTS_TABLE, MemoryBankRow, MemoryRevisionRow, MemoryRow
 
@@ -87,16 +88,22 @@ class ScopeText(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class ScopeScan:
     """A scope read whole for a hybrid query (`PgRetrieval.scope_scan`): per memory, in time order,
-    its id, time, BM25 score (None: no match) and either its vector of the query's model in
-    pgvector's binary form (`vectors`; None: none of that model) or, when the scan was given the
-    query's vector, its cosine to it computed by PostgreSQL (`cosines`; NaN: nothing to compare)."""
+    its id, time (`micros`: integer microseconds since the epoch), BM25 score (`keyword`; NaN: no
+    match) and either its vector of the query's model in pgvector's binary form (`vectors`; None:
+    none of that model) or, when the scan was given the query's vector, its cosine to it computed
+    by PostgreSQL (`cosines`; NaN: nothing to compare)."""
 
     ids: list[UUID]
-    times: list[datetime]
+    micros: np.ndarray  # int64
     vectors: list[bytes | None] | None
-    keyword: list[float | None]
+    keyword: np.ndarray  # float64
     has_words: bool  # False: the query has only stop words or symbols
     cosines: np.ndarray | None = None
+
+    @property
+    def times(self) -> list[datetime]:
+        """Each memory's time, aware in UTC."""
+        return [from_micros(us) for us in self.micros.tolist()]
 
     def similarity(self, vector: np.ndarray) -> np.ndarray:
         """Each memory's cosine similarity to `vector` (float64), as pgvector's `1 - (a <=> b)`
@@ -164,7 +171,8 @@ kw AS (
 
 
 def _scope_scan_sql(vector_column: str) -> str:
-    """The scope scan with `vector_column` as its third output column (`vec`)."""
+    """The scope scan with `vector_column` as its third output column (`vec`). Times leave as
+    integer microseconds and a missing score as NaN, which the client turns into arrays at once."""
     return f"""
 WITH scope AS MATERIALIZED (
     SELECT m.id, COALESCE(m.event_time, m.created_at) AS t, m.created_at AS c, m.fact_fts AS doc,
@@ -181,7 +189,8 @@ q AS MATERIALIZED (  -- the query, parsed once (not once per row)
 matched AS (
     SELECT s.id, s.doc FROM scope s, q WHERE s.doc @@ q.query
 ),{_BM25_CTES.format(n="SELECT count(*) FROM scope", corpus="scope")}
-SELECT s.id, s.t, s.vec, kw.score, COALESCE(numnode(q.query), 0) AS nodes
+SELECT s.id, (extract(epoch FROM s.t) * 1000000)::int8 AS us, s.vec,
+       COALESCE(kw.score, 'NaN'::float8) AS score, COALESCE(numnode(q.query), 0) AS nodes
 FROM scope s CROSS JOIN q LEFT JOIN kw ON kw.id = s.id ORDER BY s.t, s.c, s.id
 """
 
@@ -202,8 +211,8 @@ PG_SCOPE_SCAN = PlainStatement(
 # while other retrievals keep the CPUs busy, the form above when a query is alone.
 PG_SCOPE_SCAN_COSINE = PlainStatement(
     _scope_scan_sql(
-        "CASE WHEN m.embedding_model = :model AND vector_dims(m.embedding) = :dims"
-        " THEN 1 - (m.embedding <=> CAST(CAST(:vector AS real[]) AS vector)) END"
+        "COALESCE(CASE WHEN m.embedding_model = :model AND vector_dims(m.embedding) = :dims"
+        " THEN 1 - (m.embedding <=> CAST(CAST(:vector AS real[]) AS vector)) END, 'NaN'::float8)"
     )
 )
 
@@ -294,13 +303,11 @@ class PgRetrieval:
         column = [r[2] for r in rows]
         return ScopeScan(
             ids=[r[0] for r in rows],
-            times=[r[1] for r in rows],
+            micros=np.array([r[1] for r in rows], dtype=np.int64),
             vectors=column if vector is None else None,
-            keyword=[r[3] for r in rows],
+            keyword=np.array([r[3] for r in rows], dtype=np.float64),
             has_words=bool(rows and rows[0][4]),
-            cosines=None if vector is None else np.array(
-                [np.nan if c is None else c for c in column], dtype=np.float64
-            ),
+            cosines=None if vector is None else np.array(column, dtype=np.float64),
         )
 
     async def similar_rows(self, scope: ScopeRead, *, vector: np.ndarray, model: str, limit: int) -> list[Any]:

@@ -15,6 +15,7 @@ from contextiq.core.search.rerank import (
     Ranked,
     RerankConfig,
     Timeline,
+    from_micros,
     micros,
     rerank,
     rerank_scope,
@@ -109,6 +110,8 @@ def test_micros_is_exact_and_reads_naive_times_as_utc() -> None:
     assert micros(late) == (late - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     assert micros(datetime(2024, 1, 1)) == micros(datetime(2024, 1, 1, tzinfo=UTC))
     assert micros(T0 + timedelta(microseconds=1)) - micros(T0) == 1
+    for when in (late, T0 + timedelta(microseconds=7), datetime(1900, 2, 3, 4, 5, 6, 7, tzinfo=UTC)):
+        assert from_micros(micros(when)) == when and from_micros(micros(when)).tzinfo is not None
 
 
 def test_rerank_scope_breaks_ties_in_the_timeline_paths_candidate_order() -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "RerankConfig",
     "Timeline",
     "TimelineCache",
+    "from_micros",
     "micros",
     "rerank",
     "rerank_scope",
@@ -329,6 +330,11 @@ def micros(when: datetime) -> int:
     """`when` in whole microseconds since the epoch (naive: UTC), exactly (no float rounding)."""
     moment = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
     return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int) -> datetime:
+    """The aware UTC time `value` microseconds after the epoch (the inverse of `micros`)."""
+    return _EPOCH + timedelta(microseconds=value)
 
 
 def _first_occurrences(values: np.ndarray) -> np.ndarray:
