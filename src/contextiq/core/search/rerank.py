@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 from sqlalchemy import ColumnElement, FromClause, func, select
@@ -93,9 +93,9 @@ class RerankConfig:
 DEFAULT_RERANK = RerankConfig()
 
 
-@dataclass(frozen=True, slots=True)
-class Ranked(Generic[K]):
-    """One reranked memory: the final score and its parts (the signals after neighbour context)."""
+class Ranked(NamedTuple, Generic[K]):
+    """One reranked memory: the final score and its parts (the signals after neighbour context).
+    (A named tuple: a frozen dataclass costs ~1.5 µs per instance, several times a tuple's.)"""
 
     id: K
     score: float
@@ -317,7 +317,8 @@ def rerank_scope(
             inside_any |= (at >= micros(w.start)) & (at < micros(w.end))
         time_part[inside_any] = config.time_weight
     scored = _score(
-        similarity[candidates], keyword[candidates], candidates, sessions[candidates], time_part, config
+        similarity[candidates], keyword[candidates], candidates, sessions[candidates], time_part, config,
+        scope_sessions=sessions,
     )
     return scored.ranked(candidates.tolist(), limit)
 
@@ -338,9 +339,9 @@ def from_micros(value: int) -> datetime:
 
 
 def _first_occurrences(values: np.ndarray) -> np.ndarray:
-    """`values` without repeats, each kept where it first occurs."""
-    _, first = np.unique(values, return_index=True)
-    return values[np.sort(first)]
+    """`values` (integers) without repeats, each kept where it first occurs."""
+    unique = dict.fromkeys(values.tolist())  # a dict keeps insertion order; faster than np.unique here
+    return np.fromiter(unique, dtype=np.int64, count=len(unique))
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,14 +369,19 @@ def _score(
     sessions: np.ndarray,
     time_part: np.ndarray,
     config: RerankConfig,
+    *,
+    scope_sessions: np.ndarray | None = None,
 ) -> _Scored:
     """The reranker's scores of candidates given as arrays (`positions`: in the timeline, -1 where
-    unknown, None without a timeline; `sessions`: negative where unknown)."""
+    unknown, None without a timeline; `sessions`: negative where unknown). `scope_sessions`: the
+    session of every memory of a scope read whole, whose positions are then all known."""
     n = len(sim)
     sim = sim.copy()
     missing = np.isnan(sim)
     sim[missing] = float(np.min(sim[~missing])) if not missing.all() else 0.0
-    if positions is not None and config.radius and (positions >= 0).any():
+    if positions is not None and scope_sessions is not None and config.radius:
+        sim, kw = _scope_neighbours(np.stack([sim, kw]), positions, scope_sessions, config)
+    elif positions is not None and config.radius and (positions >= 0).any():
         sim, kw = _with_neighbours(np.stack([sim, kw]), positions, sessions, config)
     fused = config.keyword_weight * _standardise(kw) + (1 - config.keyword_weight) * _standardise(sim)
     session_part = np.zeros(n)
@@ -413,6 +419,37 @@ def _with_neighbours(
     return out
 
 
+def _scope_neighbours(
+    values: np.ndarray, positions: np.ndarray, scope_sessions: np.ndarray, config: RerankConfig
+) -> np.ndarray:
+    """`_with_neighbours` when every candidate's position in the scope is known (`positions`, all
+    distinct) and `scope_sessions` holds the session of every memory of the scope: the margins
+    are laid out over the whole scope and compared with shifted slices, not gathered per step.
+    The same floating-point operations give the same results to the last bit."""
+    radius = config.radius
+    n = len(scope_sessions)
+    floor = values.min(axis=1, keepdims=True)
+    margin = np.zeros((len(values), n + 2 * radius))  # non-candidates and the edges: no gain
+    margin[:, positions + radius] = values - floor
+    best = np.zeros((len(values), n))
+    for distance, decay in enumerate(config.neighbour_decay, start=1):
+        if distance >= n:
+            break
+        same = scope_sessions[distance:] == scope_sessions[:-distance]  # k and k + distance share a session
+        for step in (-distance, distance):
+            shifted = margin[:, radius + step : radius + step + n]  # the margin of k + step, for each k
+            gain = decay * shifted
+            if step > 0:
+                gain[:, n - distance :] = 0.0
+                gain[:, : n - distance][:, ~same] = 0.0
+            else:
+                gain[:, :distance] = 0.0
+                gain[:, distance:][:, ~same] = 0.0
+            np.maximum(best, gain, out=best)
+    out: np.ndarray = values + config.neighbour_weight * best[:, positions]
+    return out
+
+
 def _session_means(fused: np.ndarray, sessions: np.ndarray, top: int) -> np.ndarray:
     """Return, for each candidate, the mean of the `top` best fused scores of its session's candidates."""
     order = np.lexsort((-fused, sessions))  # by session, best first within each
@@ -433,8 +470,9 @@ def _session_means(fused: np.ndarray, sessions: np.ndarray, top: int) -> np.ndar
 
 def _standardise(values: np.ndarray) -> np.ndarray:
     """Return z-scores (0 everywhere when all values are equal)."""
-    deviations: np.ndarray = values - values.mean()
-    spread = math.sqrt(float((deviations * deviations).mean()))  # values.std(), without its overhead
+    # values.mean() and .std(), without their wrappers' overhead (the same sums and divisions)
+    deviations: np.ndarray = values - np.add.reduce(values) / len(values)
+    spread = math.sqrt(float(np.add.reduce(deviations * deviations) / len(values)))
     if spread <= 1e-12:
         return np.zeros(len(values))
     scores: np.ndarray = deviations / spread
