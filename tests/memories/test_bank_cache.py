@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from contextiq.core.errors import NotFound
 from contextiq.memories.models import MemoryBankCreate, MemoryBankUpdate, RetrievalConfig, RetrieveRequest
@@ -53,3 +54,18 @@ async def test_renaming_the_default_bank_is_seen_by_default_reads(runtime: Runti
     await runtime.memories.update_bank(tenant_id=tenant.id, bank_id=default.id, data=MemoryBankUpdate(name="old"))
     fresh = await runtime.memories.get_bank(tenant_id=tenant.id, bank_id=None)  # a new `default` is made
     assert fresh.id != default.id and fresh.name == "default"
+
+
+async def test_a_cached_bank_is_parsed_once_until_it_changes(runtime: Runtime) -> None:
+    tenant = await new_tenant(runtime)
+    bank = await runtime.memories.create_bank(tenant_id=tenant.id, data=MemoryBankCreate(name="notes"))
+    await runtime.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)  # read from the cache (or the database)
+    first = await runtime.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)
+    assert await runtime.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id) is first  # one snapshot, shared
+    with pytest.raises(ValidationError, match="frozen"):
+        first.name = "changed"  # type: ignore[misc]  # shared, so it cannot be changed in place
+    update = MemoryBankUpdate(retrieval_config=RetrievalConfig(keyword_weight=0.9))
+    await runtime.memories.update_bank(tenant_id=tenant.id, bank_id=bank.id, data=update)
+    after = await runtime.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)
+    assert after is not first and after.retrieval_config.keyword_weight == 0.9
+    assert after.retrieval_config.rerank_config().keyword_weight == 0.9

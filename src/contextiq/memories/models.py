@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contextiq.core.errors import Invalid
 from contextiq.core.models import ApiModel, ResponseModel, ScopeField
@@ -173,15 +173,23 @@ class RetrievalConfig(ApiModel):
 
     def rerank_config(self) -> RerankConfig:
         """Return the reranker's weights these settings make."""
-        return RerankConfig(
-            keyword_weight=self.keyword_weight,
-            neighbour_weight=self.neighbour_weight,
-            neighbour_decay=tuple(self.neighbour_decay),
-            session_weight=self.session_weight,
-            session_top=self.session_top,
-            session_gap=parse_duration(self.session_gap),
-            time_weight=self.time_weight,
+        return _rerank_config(
+            self.keyword_weight, self.neighbour_weight, tuple(self.neighbour_decay), self.session_weight,
+            self.session_top, self.session_gap, self.time_weight,
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _rerank_config(
+    keyword_weight: float, neighbour_weight: float, neighbour_decay: tuple[float, ...], session_weight: float,
+    session_top: int, session_gap: str, time_weight: float,
+) -> RerankConfig:
+    """`RetrievalConfig.rerank_config`, made once per distinct setting (it is read on every query)."""
+    return RerankConfig(
+        keyword_weight=keyword_weight, neighbour_weight=neighbour_weight, neighbour_decay=neighbour_decay,
+        session_weight=session_weight, session_top=session_top, session_gap=parse_duration(session_gap),
+        time_weight=time_weight,
+    )
 
 
 ScopeKeys = Annotated[list[Annotated[str, Field(min_length=1, max_length=255)]], Field(max_length=5)]
@@ -244,6 +252,11 @@ class MemoryBankUpdate(ApiModel):
 
 
 class MemoryBank(ResponseModel):
+    """A memory bank. Frozen: `MemoryService` hands one parsed snapshot to every request that reads
+    the bank until it changes (updates make a new one: `model_copy`)."""
+
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
     id: UUID
     name: str
     memory_topics: list[MemoryTopic]
