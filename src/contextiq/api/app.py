@@ -10,6 +10,8 @@ from fastapi import FastAPI
 
 from contextiq import __version__
 from contextiq.api.errors import install_error_handlers
+from contextiq.api.fastpath import PATH as FAST_PATH
+from contextiq.api.fastpath import RetrieveFastPath
 from contextiq.api.health import router as health_router
 from contextiq.api.metrics import Metrics, MetricsMiddleware
 from contextiq.core.config import Settings
@@ -28,8 +30,13 @@ def create_app(
     runtime: Runtime | None = None,
     background: bool | None = None,
     bootstrap: bool = True,
+    fast_retrieve: bool = True,
 ) -> FastAPI:
-    """Build the app. With `runtime`, the caller owns it (tests); otherwise the app opens and closes one."""
+    """Build the app. With `runtime`, the caller owns it (tests); otherwise the app opens and closes one.
+
+    `fast_retrieve`: serve `POST /v1/memories:retrieve` through `RetrieveFastPath` (api/fastpath.py),
+    which answers as the route does with less CPU per request; False leaves it to FastAPI alone.
+    """
     settings = settings or (runtime.settings if runtime else Settings())
     owned = runtime is None
     rt = runtime or Runtime(settings)
@@ -66,7 +73,10 @@ def create_app(
     app.include_router(sessions_router)
     app.include_router(memories_router)
     app.include_router(generation_router)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if fast_retrieve:
+        route = next(r for r in memories_router.routes if getattr(r, "path", None) == FAST_PATH)
+        app.add_middleware(RetrieveFastPath, runtime=rt, route=route)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times both paths
     return app
 
 

@@ -21,6 +21,32 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
+async def authorize(runtime: Runtime, authorization: str | None, scope: str) -> tuple[Principal, dict[str, str]]:
+    """Authenticate the bearer API key of an `Authorization` header, count the request against its
+    rate limit and check that it grants `scope`; return the principal and the rate-limit headers.
+
+    Raises:
+        Unauthorized: no header, not a bearer key, or an unknown, revoked or expired key.
+        RateLimited: the key's requests per minute are spent.
+        Forbidden: the key lacks `scope`.
+    """
+    if not authorization:
+        raise Unauthorized("missing Authorization: Bearer <API key> header")
+    kind, _, token = authorization.partition(" ")
+    if kind.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be `Bearer <API key>`")
+    principal = await runtime.platform.authenticate(token.strip())
+    decision = await runtime.rate_limiter.hit(key_id=str(principal.key_id), limit=principal.rate_limit)
+    if not decision.allowed:
+        raise RateLimited(
+            f"rate limit of {decision.limit} requests per minute exceeded for this API key",
+            retry_after=decision.retry_after,
+            headers=decision.headers(),
+        )
+    principal.require(scope)
+    return principal, decision.headers()
+
+
 def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     """Return a dependency that authenticates the caller, checks `scope` and counts the request."""
 
@@ -30,21 +56,8 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
         runtime: RuntimeDep,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Principal:
-        if not authorization:
-            raise Unauthorized("missing Authorization: Bearer <API key> header")
-        kind, _, token = authorization.partition(" ")
-        if kind.lower() != "bearer" or not token.strip():
-            raise Unauthorized("the Authorization header must be `Bearer <API key>`")
-        principal = await runtime.platform.authenticate(token.strip())
-        decision = await runtime.rate_limiter.hit(key_id=str(principal.key_id), limit=principal.rate_limit)
-        if not decision.allowed:
-            raise RateLimited(
-                f"rate limit of {decision.limit} requests per minute exceeded for this API key",
-                retry_after=decision.retry_after,
-                headers=decision.headers(),
-            )
-        response.headers.update(decision.headers())
-        principal.require(scope)
+        principal, limits = await authorize(runtime, authorization, scope)
+        response.headers.update(limits)
         request.state.principal = principal
         return principal
 

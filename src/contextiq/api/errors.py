@@ -33,6 +33,14 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def domain_problem(exc: ContextIQError, path: str) -> JSONResponse:
+    """The problem+json response of a domain error raised while serving `path`."""
+    return problem(
+        status=exc.status, code=exc.code, title=exc.title, detail=exc.detail,
+        instance=path, errors=exc.errors, headers=exc.headers or None,
+    )
+
+
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc]
     if len(parts) >= 2 and parts[0] == "body" and parts[1].isdigit():
@@ -45,10 +53,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ContextIQError)
     async def _domain(request: Request, exc: ContextIQError) -> JSONResponse:
-        return problem(
-            status=exc.status, code=exc.code, title=exc.title, detail=exc.detail,
-            instance=request.url.path, errors=exc.errors, headers=exc.headers or None,
-        )
+        return domain_problem(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
