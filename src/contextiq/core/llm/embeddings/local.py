@@ -554,7 +554,7 @@ class LocalMiniLMProvider(EmbeddingProvider):
             a batch waits for all of it, and callers that arrive together
             stay in lockstep: each batch's callers then query the database
             at once while the model idles. With 8 callers, `hybrid`
-            retrieval ran 6-15% faster with 4 than with 64.
+            retrieval ran 5-11% faster with 4 than with 64.
         model_path: Use this ``model.onnx`` instead of the installed one (it
             must still match :data:`MODEL_SHA256`).
         tokenizer_path: Use this ``tokenizer.json`` instead of the installed
