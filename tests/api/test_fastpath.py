@@ -149,3 +149,58 @@ async def test_a_spent_rate_limit_is_refused_once_counted(
     assert [r.headers["x-ratelimit-remaining"] for r in answers["fast"][:2]] == ["1", "0"]
     for got, want in zip(answers["fast"], answers["plain"], strict=True):
         _same(got, want)
+
+
+async def _asgi(app: Any, chunks: list[bytes], headers: dict[str, str], *, leave: bool = False) -> list[Any]:
+    """POST `chunks` (one ASGI message each) to the app directly; `leave`: the client disconnects
+    after them. Returns the messages sent back."""
+    incoming: list[Any] = [
+        {"type": "http.request", "body": c, "more_body": k < len(chunks) - 1 or leave} for k, c in enumerate(chunks)
+    ]
+    if leave:
+        incoming.append({"type": "http.disconnect"})
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": RETRIEVE, "raw_path": RETRIEVE.encode(), "query_string": b"", "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1), "server": ("t", 80), "state": {},
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_a_body_in_several_messages_is_read_whole_and_a_delegated_request_counted_once(
+    runtime: Runtime, tenant: Tenant, served: list[str]
+) -> None:
+    await _memories(runtime, tenant)
+    fast, plain = create_app(runtime=runtime), create_app(runtime=runtime, fast_retrieve=False)
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    body = json.dumps({"scope": {"user_id": "u1"}, "query": "what is the dog called?"}).encode()
+    parts = [body[:7], body[7:20], body[20:]]
+    got, want = await _asgi(fast, parts, headers), await _asgi(plain, parts, headers)
+    assert served == ["memories:read"] and got[0]["status"] == want[0]["status"] == 200
+    assert got[1]["body"] == want[1]["body"] and json.loads(got[1]["body"])["memories"]
+    # A body the model rejects goes to the app, which counts the request once against the limit.
+    key = await runtime.platform.create_key(org_id=tenant.id, data=ApiKeyCreate(rate_limit=5))
+    limited = {"Authorization": f"Bearer {key.key}", "Content-Type": "application/json"}
+    bad = json.dumps({"scope": {"user_id": "u1"}, "top_k": 0}).encode()
+    remaining = []
+    for _ in range(2):
+        sent = await _asgi(fast, [bad[:5], bad[5:]], limited)
+        assert sent[0]["status"] == 422
+        ok = await _asgi(fast, [body], limited)
+        remaining.append(dict(ok[0]["headers"])[b"x-ratelimit-remaining"])
+    assert remaining == [b"3", b"1"]
+    # A client that leaves before its body ends: the app gets what was read, then the disconnect.
+    served.clear()
+    left = await _asgi(fast, [body[:10]], headers, leave=True)
+    left_plain = await _asgi(plain, [body[:10]], headers, leave=True)
+    assert not served and [m.get("status") for m in left] == [m.get("status") for m in left_plain]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
 from contextiq.core.errors import NotFound
 from contextiq.memories.models import MemoryBankCreate, MemoryBankUpdate, RetrievalConfig, RetrieveRequest
@@ -59,13 +58,19 @@ async def test_renaming_the_default_bank_is_seen_by_default_reads(runtime: Runti
 async def test_a_cached_bank_is_parsed_once_until_it_changes(runtime: Runtime) -> None:
     tenant = await new_tenant(runtime)
     bank = await runtime.memories.create_bank(tenant_id=tenant.id, data=MemoryBankCreate(name="notes"))
-    await runtime.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)  # read from the cache (or the database)
-    first = await runtime.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)
-    assert await runtime.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id) is first  # one snapshot, shared
-    with pytest.raises(ValidationError, match="frozen"):
-        first.name = "changed"  # type: ignore[misc]  # shared, so it cannot be changed in place
+    service = runtime.memories
+    await service.get_bank(tenant_id=tenant.id, bank_id=bank.id)  # read from the cache (or the database)
+    shared = await service._shared_bank(tenant.id, bank.id)
+    assert await service._shared_bank(tenant.id, bank.id) is shared  # one parsed snapshot for the reads
+    # A caller's copy is its own: changing it, nested fields included, changes nothing else.
+    mine = await service.get_bank(tenant_id=tenant.id, bank_id=bank.id)
+    assert mine is not shared and mine == shared
+    mine.scope_keys.append("evil")
+    mine.retrieval_config.keyword_weight = 0.99
+    assert (await service.get_bank(tenant_id=tenant.id, bank_id=bank.id)).scope_keys == shared.scope_keys
+    assert shared.retrieval_config.keyword_weight != 0.99 and "evil" not in shared.scope_keys
     update = MemoryBankUpdate(retrieval_config=RetrievalConfig(keyword_weight=0.9))
-    await runtime.memories.update_bank(tenant_id=tenant.id, bank_id=bank.id, data=update)
-    after = await runtime.memories.get_bank(tenant_id=tenant.id, bank_id=bank.id)
-    assert after is not first and after.retrieval_config.keyword_weight == 0.9
+    await service.update_bank(tenant_id=tenant.id, bank_id=bank.id, data=update)
+    after = await service._shared_bank(tenant.id, bank.id)
+    assert after is not shared and after.retrieval_config.keyword_weight == 0.9
     assert after.retrieval_config.rerank_config().keyword_weight == 0.9

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from contextiq.core.errors import Invalid
 from contextiq.core.models import ApiModel, ResponseModel, ScopeField
@@ -252,11 +252,6 @@ class MemoryBankUpdate(ApiModel):
 
 
 class MemoryBank(ResponseModel):
-    """A memory bank. Frozen: `MemoryService` hands one parsed snapshot to every request that reads
-    the bank until it changes (updates make a new one: `model_copy`)."""
-
-    model_config = ConfigDict(from_attributes=True, frozen=True)
-
     id: UUID
     name: str
     memory_topics: list[MemoryTopic]

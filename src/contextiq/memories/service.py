@@ -353,8 +353,13 @@ class MemoryService:
     async def get_bank(self, *, tenant_id: UUID, bank_id: UUID | None) -> MemoryBank:
         """Return a bank; `None` is the tenant's default bank (named `default`), created on first use.
 
-        Opens its own transaction: call it before opening a write transaction, not inside one.
+        The caller's own copy: changing it changes nothing else. Opens its own transaction: call it
+        before opening a write transaction, not inside one.
         """
+        return (await self._shared_bank(tenant_id, bank_id)).model_copy(deep=True)
+
+    async def _shared_bank(self, tenant_id: UUID, bank_id: UUID | None) -> MemoryBank:
+        """`get_bank`, without the copy: the snapshot shared by this process's reads (never change it)."""
         if bank_id is not None:
             bank = await self._cached_bank(tenant_id, bank_id)
             if bank is None:
@@ -372,6 +377,9 @@ class MemoryService:
     async def _cached_bank(self, tenant_id: UUID, bank_id: UUID) -> MemoryBank | None:
         """Return the tenant's bank `bank_id` (None if there is none), through the `bank:` cache.
 
+        The bank parsed from a cache entry is kept and returned again while the entry is unchanged:
+        it is shared by every read of this process and must not be changed (`get_bank` copies it).
+
         Every bank write stores its new snapshot at a higher version (`_bank_version`) or a
         tombstone, so a reader that read the row before the write cannot put the old one back.
         """
@@ -379,7 +387,7 @@ class MemoryService:
         raw = await self._cache.get(key)
         if raw is not None:
             parsed = self._parsed_banks.get(key)
-            if parsed is not None and parsed[0] == raw:  # the snapshot parsed last time (banks are frozen)
+            if parsed is not None and parsed[0] == raw:  # the snapshot parsed last time
                 self._parsed_banks.move_to_end(key)
                 return parsed[1]
             value = json.loads(raw)
@@ -1869,7 +1877,7 @@ class MemoryService:
     async def _read_bank(self, tenant_id: UUID, bank_id: UUID | None) -> MemoryBank | None:
         """Return a bank for a read: a given one (404 if not the tenant's), or the default one if it exists."""
         if bank_id is not None:
-            return await self.get_bank(tenant_id=tenant_id, bank_id=bank_id)
+            return await self._shared_bank(tenant_id, bank_id)
         pointer = _default_bank_key(tenant_id)
         known = await self._cache.get(pointer)
         if known is not None:

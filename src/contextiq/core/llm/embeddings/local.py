@@ -666,7 +666,9 @@ class LocalMiniLMProvider(EmbeddingProvider):
     def _work(self) -> None:
         """A coalescing worker: embed the queued jobs (up to `query_batch` texts, a job never
         split) in one inference."""
-        carried: _Job | None = None  # taken from the queue, but would have overfilled the last batch
+        # Taken from the queue, but it would have overfilled the last batch: it starts the next one
+        # (with two workers, the other cannot take it meanwhile; it waits one inference at most).
+        carried: _Job | None = None
         while True:
             if carried is not None:
                 first, carried = carried, None
