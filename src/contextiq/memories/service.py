@@ -794,7 +794,7 @@ class MemoryService:
         self, *, tenant_id: UUID, data: MemoryCreate, idempotency_key: str | None = None
     ) -> Memory:
         """Create a memory directly (source_type `direct`), embedded, with the bank's create TTL."""
-        bank = await self.get_bank(tenant_id=tenant_id, bank_id=data.bank_id)
+        bank = await self._shared_bank(tenant_id, data.bank_id)
         self._check_write(bank, data.scope, data.topic, fact=data.fact, confidence=data.confidence)
         expires_at = self._explicit_expiry(data.expires_at, data.ttl)
         if data.source_session_id is not None and self._session_exists is not None:
@@ -895,7 +895,7 @@ class MemoryService:
         if "expires_at" in fields and "ttl" in fields:
             raise Invalid("body.ttl", "give expires_at or ttl, not both")
         current = await self._read_row(tenant_id, memory_id)
-        bank = await self.get_bank(tenant_id=tenant_id, bank_id=current.bank_id)
+        bank = await self._shared_bank(tenant_id, current.bank_id)
         if data.topic is not None and not bank.allows_topic(data.topic):
             raise self._unknown_topic(bank, data.topic, "body.topic")
         expires_at: datetime | _Keep | None = KEEP
@@ -960,7 +960,7 @@ class MemoryService:
             raise Invalid("body.revision_number", f"memory {memory_id} has no revision {revision_number}")
         if target.action == "DELETED":
             raise Invalid("body.revision_number", f"revision {revision_number} is a deletion; pick one with a fact")
-        bank = await self.get_bank(tenant_id=tenant_id, bank_id=row.bank_id)
+        bank = await self._shared_bank(tenant_id, row.bank_id)
         if not bank.allows_topic(target.topic):
             raise self._unknown_topic(bank, target.topic, "body.revision_number")
         vector = await self.embeddings.embed_one(target.fact)
@@ -1572,7 +1572,7 @@ class MemoryService:
         progress: Callable[[int, int], None] | None = None,
     ) -> ImportResult:
         """Import JSONL memories (source_type `imported`), all or nothing; errors name `line N: field`."""
-        bank = await self.get_bank(tenant_id=tenant_id, bank_id=bank_id)
+        bank = await self._shared_bank(tenant_id, bank_id)
         if not bank.is_active:
             raise Conflict(f"memory bank {bank.id} is inactive; it accepts no new memories")
         parsed, errors = self._parse_import(bank, lines)
@@ -1677,7 +1677,7 @@ class MemoryService:
         progress: Callable[[int, int], None] | None = None,
     ) -> int:
         """Re-embed every memory of a bank with the current model (after a model change); return how many."""
-        bank = await self.get_bank(tenant_id=tenant_id, bank_id=bank_id)
+        bank = await self._shared_bank(tenant_id, bank_id)
         provider = self.embeddings
         async with self._db.read() as db:
             total = await MemoryStore(db).count(tenant_id=tenant_id, bank_id=bank.id)
